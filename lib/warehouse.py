@@ -1,0 +1,128 @@
+"""The lakehouse layout: where each Delta table lives and how the side tables are written.
+
+``<warehouse>/leads``       every lead ever seen (the MERGE target; see merge.py)
+``<warehouse>/bronze``      every row read, as the agency wrote it (a raw map), per snapshot
+``<warehouse>/quarantine``  rows that are not leads, with reason and detail
+``<warehouse>/snapshots``   one row per (source, snapshot) merged: the run, version and counts
+
+Bronze and quarantine writes replace the rows of their (source, snapshot_date), so a re-run of a
+snapshot leaves one copy. Bronze keeps raw values so that rules can be improved and leads
+re-derived without re-reading the agencies' files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from leadpipe.read import source_columns
+from leadpipe.validate import QUARANTINE_SCHEMA
+
+BRONZE_SCHEMA = T.StructType(
+    [
+        T.StructField("source", T.StringType()),
+        T.StructField("snapshot_date", T.DateType()),
+        T.StructField("source_file", T.StringType()),
+        T.StructField("record_no", T.LongType()),
+        T.StructField("raw", T.MapType(T.StringType(), T.StringType())),
+        T.StructField("raw_record", T.StringType()),
+        T.StructField("run_id", T.StringType()),
+    ]
+)
+
+SNAPSHOT_SCHEMA = T.StructType(
+    [
+        T.StructField("source", T.StringType()),
+        T.StructField("snapshot_date", T.DateType()),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("leads_version", T.LongType()),
+        T.StructField("files", T.ArrayType(T.StringType())),
+        T.StructField("rows_read", T.LongType()),
+        T.StructField("rows_loaded", T.LongType()),
+        T.StructField("rows_rejected", T.LongType()),
+        T.StructField("new", T.LongType()),
+        T.StructField("changed", T.LongType()),
+        T.StructField("unchanged", T.LongType()),
+        T.StructField("removed", T.LongType()),
+        T.StructField("merged_at", T.TimestampType()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    root: str
+
+    def _path(self, name: str) -> str:
+        return self.root.rstrip("/") + "/" + name
+
+    @property
+    def leads(self) -> str:
+        return self._path("leads")
+
+    @property
+    def bronze(self) -> str:
+        return self._path("bronze")
+
+    @property
+    def quarantine(self) -> str:
+        return self._path("quarantine")
+
+    @property
+    def snapshots(self) -> str:
+        return self._path("snapshots")
+
+
+def _ensure(spark: SparkSession, path: str, schema: T.StructType, partition: list[str]) -> None:
+    DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(*partition).execute()
+
+
+def _replace_snapshot(df: DataFrame, path: str, source: str, snapshot_date: date) -> None:
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"source = '{source}' AND snapshot_date = DATE'{snapshot_date.isoformat()}'")
+        .save(path)
+    )
+
+
+def write_bronze(
+    spark: SparkSession, wh: Warehouse, raw: DataFrame, source: str, snapshot_date: date, run_id: str
+) -> None:
+    _ensure(spark, wh.bronze, BRONZE_SCHEMA, ["source"])
+    cols = source_columns(raw)
+    rows = raw.select(
+        F.lit(source).alias("source"),
+        F.col("_snapshot_date").alias("snapshot_date"),
+        F.col("_source_file").alias("source_file"),
+        F.col("_record_no").alias("record_no"),
+        F.map_from_arrays(F.array(*[F.lit(c) for c in cols]), F.array(*[F.col(f"`{c}`") for c in cols])).alias("raw"),
+        F.col("_corrupt_record").alias("raw_record"),
+        F.lit(run_id).alias("run_id"),
+    )
+    _replace_snapshot(rows, wh.bronze, source, snapshot_date)
+
+
+def write_quarantine(
+    spark: SparkSession, wh: Warehouse, rows: DataFrame, source: str, snapshot_date: date, run_id: str
+) -> None:
+    _ensure(spark, wh.quarantine, QUARANTINE_SCHEMA, ["source"])
+    _replace_snapshot(rows.withColumn("run_id", F.lit(run_id)), wh.quarantine, source, snapshot_date)
+
+
+def latest_snapshots(spark: SparkSession, wh: Warehouse) -> dict[str, date]:
+    """Per source, the newest snapshot_date already merged."""
+    if not DeltaTable.isDeltaTable(spark, wh.snapshots):
+        return {}
+    rows = spark.read.format("delta").load(wh.snapshots).groupBy("source").agg(F.max("snapshot_date").alias("d"))
+    return {r.source: r.d for r in rows.collect()}
+
+
+def log_snapshots(spark: SparkSession, wh: Warehouse, rows: list[dict]) -> None:
+    _ensure(spark, wh.snapshots, SNAPSHOT_SCHEMA, [])
+    spark.createDataFrame(rows, SNAPSHOT_SCHEMA).write.format("delta").mode("append").save(wh.snapshots)

