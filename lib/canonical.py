@@ -104,6 +104,15 @@ def lead_id(source: Column, key_parts: list[Column]) -> Column:
     return F.when(any_null, F.lit(None)).otherwise(F.concat(source, F.lit("-"), F.substring(digest, 1, 24)))
 
 
+def lead_id_for(source: str, key_parts: list[str]) -> str:
+    """``lead_id`` computed in Python (for tests, backfills and support look-ups)."""
+    import hashlib
+
+    normalized = [p.strip().upper() for p in key_parts]
+    digest = hashlib.sha256("\u001f".join([source, *normalized]).encode("utf-8")).hexdigest()
+    return f"{source}-{digest[:24]}"
+
+
 def record_hash(columns: list[str] | None = None) -> Column:
     """Hash of the standardized business fields; never includes run time or lineage."""
     cols = columns or list(BUSINESS_COLUMNS)

@@ -123,7 +123,8 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
             print(format_quality(result.quality))
     except Exception as exc:  # the summary line is printed whatever happened
         log.exception("run %s failed: %s", run_id, exc)
-        summary["errors"] = [f"{type(exc).__name__}: {exc}"]
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        summary["errors"] = [f"{type(exc).__name__}: {first_line[:500]}"]
         summary["status"] = "failed"
     sys.stdout.flush()
     print(summary_line(summary), flush=True)

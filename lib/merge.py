@@ -57,7 +57,7 @@ CHANGED = "t.record_hash <> s.record_hash OR NOT t.is_active"
 
 @dataclass
 class MergeResult:
-    version: int
+    version: int | None  # None: nothing changed, so Delta committed nothing
     counts: dict[str, dict[str, int]]  # source -> {new, changed, unchanged, removed}
 
 
@@ -113,25 +113,33 @@ def merge_snapshot(
         )
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
-    version = latest_version(spark, path, "MERGE", run_id)
+    version = commit_version(spark, path, "MERGE", {"run_id": run_id, "snapshot_date": snapshot_date.isoformat()})
     counts = change_counts(spark, path, version, src, sources)
-    log.info("merge: version %d of %s for %s %s: %s", version, path, snapshot_date, sources, counts)
+    log.info("merge: version %s of %s for %s %s: %s", version, path, snapshot_date, sources, counts)
     return MergeResult(version, counts)
 
 
-def latest_version(spark: SparkSession, path: str, operation: str, run_id: str) -> int:
-    """The version of this run's most recent ``operation`` commit (found by its userMetadata)."""
-    hist = DeltaTable.forPath(spark, path).history(50).filter(F.col("operation") == operation)
+def commit_version(spark: SparkSession, path: str, operation: str, metadata: dict, depth: int = 100) -> int | None:
+    """The version of the newest ``operation`` commit whose userMetadata holds ``metadata``;
+    None when there is none (a MERGE that changes nothing commits nothing)."""
+    hist = DeltaTable.forPath(spark, path).history(depth).filter(F.col("operation") == operation)
     for row in hist.select("version", "userMetadata").orderBy(F.col("version").desc()).collect():
-        if row.userMetadata and json.loads(row.userMetadata).get("run_id") == run_id:
-            return int(row.version)
-    raise RuntimeError(f"{path}: no {operation} commit of run {run_id} in the table history")
+        if row.userMetadata:
+            found = json.loads(row.userMetadata)
+            if all(found.get(k) == v for k, v in metadata.items()):
+                return int(row.version)
+    return None
 
 
 def change_counts(
-    spark: SparkSession, path: str, version: int, snapshot: DataFrame, sources: list[str]
+    spark: SparkSession, path: str, version: int | None, snapshot: DataFrame, sources: list[str]
 ) -> dict[str, dict[str, int]]:
     """Per source: new / changed / removed from the commit's change feed; unchanged = the rest."""
+    counts = {s: {"new": 0, "changed": 0, "unchanged": 0, "removed": 0} for s in sources}
+    for r in snapshot.groupBy("source").count().collect():
+        counts[r.source]["unchanged"] = int(r["count"])
+    if version is None:
+        return counts
     feed = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")
@@ -145,10 +153,9 @@ def change_counts(
         .when(F.col("_change_type") == "update_postimage", "changed")
     )
     rows = feed.select("source", kind.alias("kind")).filter(F.col("kind").isNotNull()).groupBy("source", "kind").count()
-    counts = {s: {"new": 0, "changed": 0, "unchanged": 0, "removed": 0} for s in sources}
     for r in rows.collect():
-        counts.setdefault(r.source, {"new": 0, "changed": 0, "unchanged": 0, "removed": 0})[r.kind] = int(r["count"])
-    for r in snapshot.groupBy("source").count().collect():
         c = counts[r.source]
-        c["unchanged"] = int(r["count"]) - c["new"] - c["changed"]
+        c[r.kind] = int(r["count"])
+        if r.kind in ("new", "changed"):
+            c["unchanged"] -= int(r["count"])
     return counts

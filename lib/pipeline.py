@@ -20,9 +20,10 @@ from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from leadpipe import warehouse as wh_mod
-from leadpipe.canonical import map_to_canonical
+from leadpipe.canonical import ISSUES_COLUMN, map_to_canonical
 from leadpipe.config import Settings, SourceConfig
 from leadpipe.deliver import deliver
 from leadpipe.discover import discover
@@ -30,7 +31,7 @@ from leadpipe.merge import merge_snapshot
 from leadpipe.postgres import DbTarget
 from leadpipe.read import SchemaDriftError, read_source
 from leadpipe.report import field_quality
-from leadpipe.validate import quarantine_all, split
+from leadpipe.validate import REASON, leads_of, quarantine_of, tag
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.summary["status"] == "succeeded"
-
-
-@dataclass
-class _Prepared:
-    source: str
-    valid: DataFrame
-    cached: list[DataFrame]
 
 
 def run_weekly(
@@ -103,55 +97,12 @@ def run_weekly(
     by_date: dict[date, dict[str, list]] = {}
     for (snapshot_date, sid), files in found.groups().items():
         by_date.setdefault(snapshot_date, {})[sid] = files
-
     for snapshot_date in sorted(by_date):
-        prepared: list[_Prepared] = []
-        log_rows: list[dict] = []
-        for sid, files in sorted(by_date[snapshot_date].items()):
-            cfg = sources[sid]
-            counts = summary["sources"].setdefault(sid, _empty_counts())
-            counts["files"] += len(files)
-            counts["snapshots"].append(snapshot_date.isoformat())
-            p = _prepare(
-                spark, wh, cfg, files, snapshot_date, run_id, latest, counts, summary, result, quality, settings
-            )
-            if p is not None:
-                prepared.append(p)
-                log_rows.append(
-                    {
-                        "source": sid,
-                        "snapshot_date": snapshot_date,
-                        "run_id": run_id,
-                        "files": [f.uri for f in files],
-                        "rows_read": counts["_read"],
-                        "rows_loaded": counts["_loaded"],
-                        "rows_rejected": counts["_rejected"],
-                    }
-                )
-        if prepared:
-            snapshot = prepared[0].valid
-            for p in prepared[1:]:
-                snapshot = snapshot.unionByName(p.valid)
-            merged = merge_snapshot(spark, wh.leads, snapshot, [p.source for p in prepared], snapshot_date, run_id)
-            for row in log_rows:
-                c = merged.counts[row["source"]]
-                for k in ("new", "changed", "unchanged", "removed"):
-                    summary["sources"][row["source"]][k] += c[k]
-                    row[k] = c[k]
-                row["leads_version"] = merged.version
-                row["merged_at"] = datetime.now(UTC).replace(tzinfo=None)
-            wh_mod.log_snapshots(spark, wh, log_rows)
-            for p in prepared:
-                latest[p.source] = max(latest.get(p.source, snapshot_date), snapshot_date)
-        for p in prepared:
-            for df in p.cached:
-                df.unpersist()
+        _run_snapshot(
+            spark, wh, sources, by_date[snapshot_date], snapshot_date, run_id, latest, result, quality, settings
+        )
 
-    for counts in summary["sources"].values():
-        for k in ("_read", "_loaded", "_rejected"):
-            counts.pop(k, None)
-
-    if db is not None and (found.files or _table_exists(spark, wh.leads)) and _table_exists(spark, wh.leads):
+    if db is not None and _table_exists(spark, wh.leads):
         d = deliver(
             spark,
             wh.leads,
@@ -174,76 +125,115 @@ def _table_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
-def _prepare(
-    spark, wh, cfg, files, snapshot_date, run_id, latest, counts, summary, result, quality, settings
-) -> _Prepared | None:
-    """read -> bronze -> canonical -> validate/quarantine for one source snapshot."""
-    sid = cfg.id
+def _run_snapshot(
+    spark, wh, sources, files_by_source, snapshot_date, run_id, latest, result, quality, settings
+) -> None:
+    """read -> canonical -> validate -> bronze/quarantine -> MERGE for one snapshot date.
+
+    All sources of the date travel as one DataFrame, materialized once (the library rules parse
+    each value once); counts come from one aggregation; each table gets one commit.
+    """
+    summary = result.summary
+    frames: list[DataFrame] = []
+    cfgs: list[SourceConfig] = []
+    for sid, files in sorted(files_by_source.items()):
+        cfg = sources[sid]
+        counts = summary["sources"].setdefault(sid, _empty_counts())
+        counts["files"] += len(files)
+        counts["snapshots"].append(snapshot_date.isoformat())
+        try:
+            raw, _checks = read_source(spark, files, cfg, snapshot_date)
+        except SchemaDriftError as exc:
+            log.error("read: %s", exc)
+            summary["errors"].append(str(exc))
+            continue
+        frames.append(map_to_canonical(raw, cfg))
+        cfgs.append(cfg)
+    if not frames:
+        return
+    canonical = frames[0]
+    for f in frames[1:]:
+        canonical = canonical.unionByName(f)
+    stale = {
+        c.id: f"snapshot {snapshot_date} is older than {latest[c.id]}, already merged for {c.id}"
+        for c in cfgs
+        if c.id in latest and snapshot_date < latest[c.id]
+    }
+    tagged = tag(canonical, {c.id: c.business_key for c in cfgs}, stale).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        raw, _checks = read_source(spark, files, cfg, snapshot_date)
-    except SchemaDriftError as exc:
-        log.error("read: %s", exc)
-        summary["errors"].append(str(exc))
-        return None
-    raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
-    rows_read = raw.count()
-    wh_mod.write_bronze(spark, wh, raw, sid, snapshot_date, run_id)
-    log.info("read: %s %s: %d row(s) from %d file(s), kept in bronze", sid, snapshot_date, rows_read, len(files))
+        _account(
+            spark, wh, tagged, cfgs, files_by_source, snapshot_date, run_id, stale, latest, result, quality, settings
+        )
+    finally:
+        tagged.unpersist()
 
-    canonical = map_to_canonical(raw, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+
+def _account(
+    spark, wh, tagged, cfgs, files_by_source, snapshot_date, run_id, stale, latest, result, quality, settings
+) -> None:
+    summary = result.summary
+    ids = [c.id for c in cfgs]
+    per: dict[str, dict[str, int]] = {sid: {} for sid in ids}
+    issues: dict[str, int] = {}
+    for r in (
+        tagged.groupBy("source", REASON)
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(F.size(ISSUES_COLUMN)).alias("issues"))
+        .collect()
+    ):
+        per[r.source][r[REASON] or ""] = int(r.n)
+        issues[r.source] = issues.get(r.source, 0) + int(r.issues or 0)
+    wh_mod.write_bronze(spark, wh, tagged, ids, snapshot_date, run_id)
+    read_rows = {sid: sum(per[sid].values()) for sid in ids}
+    for sid in ids:
+        log.info("read: %s %s: %d row(s), kept in bronze", sid, snapshot_date, read_rows[sid])
+        log.info("standardize: %s %s: %d field value(s) failed a rule", sid, snapshot_date, issues.get(sid, 0))
     if quality:
-        result.quality.extend(field_quality(canonical, cfg, settings.quality_top_values))
-    issues = canonical.selectExpr("size(dq_issues) AS n").groupBy().sum("n").first()[0] or 0
-    log.info(
-        "standardize: %s %s: %d row(s) mapped, %d field value(s) failed a rule", sid, snapshot_date, rows_read, issues
-    )
+        result.quality.extend(field_quality(tagged, cfgs, settings.quality_top_values))
+    wh_mod.write_quarantine(spark, wh, quarantine_of(tagged), ids, snapshot_date, run_id)
 
-    stale = latest.get(sid)
-    if stale is not None and snapshot_date < stale:
-        quarantined = quarantine_all(
-            canonical,
-            "stale_snapshot",
-            f"snapshot {snapshot_date} is older than {stale}, already merged for {sid}",
+    mergeable = []
+    for sid in ids:
+        counts = summary["sources"][sid]
+        loaded = per[sid].get("", 0)
+        rejected = read_rows[sid] - loaded
+        counts["rows_read"] += read_rows[sid]
+        counts["rows_loaded"] += loaded
+        counts["rows_rejected"] += rejected
+        for reason, n in per[sid].items():
+            if reason:
+                counts["rejected_by_reason"][reason] = counts["rejected_by_reason"].get(reason, 0) + n
+        log.info("validate: %s %s: %d loaded, %d quarantined %s", sid, snapshot_date, loaded, rejected, per[sid])
+        if sid in stale:
+            log.warning("validate: %s; not merged", stale[sid])
+        elif loaded == 0:
+            msg = f"{sid} {snapshot_date}: no valid row; not merged (a full-refresh MERGE of nothing would remove every lead)"
+            log.error("validate: %s", msg)
+            summary["errors"].append(msg)
+        else:
+            mergeable.append(sid)
+    if not mergeable:
+        return
+    valid = leads_of(tagged.filter(F.col("source").isin(*mergeable)))
+    merged = merge_snapshot(spark, wh.leads, valid, mergeable, snapshot_date, run_id)
+    log_rows = []
+    for sid in mergeable:
+        counts = summary["sources"][sid]
+        c = merged.counts[sid]
+        for k in ("new", "changed", "unchanged", "removed"):
+            counts[k] += c[k]
+        log_rows.append(
+            {
+                "source": sid,
+                "snapshot_date": snapshot_date,
+                "run_id": run_id,
+                "leads_version": merged.version,
+                "files": [f.uri for f in files_by_source[sid]],
+                "rows_read": read_rows[sid],
+                "rows_loaded": per[sid].get("", 0),
+                "rows_rejected": read_rows[sid] - per[sid].get("", 0),
+                **c,
+                "merged_at": datetime.now(UTC).replace(tzinfo=None),
+            }
         )
-        valid = None
-    else:
-        valid, quarantined = split(canonical, cfg.business_key)
-    quarantined = quarantined.persist(StorageLevel.MEMORY_AND_DISK)
-    wh_mod.write_quarantine(spark, wh, quarantined, sid, snapshot_date, run_id)
-    rejected = quarantined.count()
-    for r in quarantined.groupBy("reason").count().collect():
-        counts["rejected_by_reason"][r.reason] = counts["rejected_by_reason"].get(r.reason, 0) + int(r["count"])
-    loaded = 0
-    if valid is not None:
-        valid = valid.persist(StorageLevel.MEMORY_AND_DISK)
-        loaded = valid.count()
-    counts["rows_read"] += rows_read
-    counts["rows_loaded"] += loaded
-    counts["rows_rejected"] += rejected
-    counts["_read"], counts["_loaded"], counts["_rejected"] = rows_read, loaded, rejected
-    log.info(
-        "validate: %s %s: %d loaded, %d quarantined %s",
-        sid,
-        snapshot_date,
-        loaded,
-        rejected,
-        counts["rejected_by_reason"],
-    )
-    if loaded + rejected != rows_read:
-        raise AssertionError(f"{sid} {snapshot_date}: {rows_read} read but {loaded} loaded + {rejected} quarantined")
-    cached = [raw, canonical, quarantined] + ([valid] if valid is not None else [])
-    if valid is None:
-        log.warning("validate: %s %s is older than the merged snapshot %s: not merged", sid, snapshot_date, stale)
-        for df in cached:
-            df.unpersist()
-        return None
-    if loaded == 0:
-        msg = (
-            f"{sid} {snapshot_date}: no valid row in {[f.uri for f in files]}; not merged (it would remove every lead)"
-        )
-        log.error("validate: %s", msg)
-        summary["errors"].append(msg)
-        for df in cached:
-            df.unpersist()
-        return None
-    return _Prepared(sid, valid, cached)
+        latest[sid] = max(latest.get(sid, snapshot_date), snapshot_date)
+    wh_mod.log_snapshots(spark, wh, log_rows)

@@ -33,49 +33,59 @@ def _is_column(target: str):
     return lambda issue: issue["column"] == target
 
 
-def field_quality(canonical: DataFrame, cfg, top: int = 5) -> list[dict[str, Any]]:
-    """One entry per canonical column that the source's config fills. Rows that did not parse
-    (malformed records) are left out: they are quarantined as a whole."""
+def field_quality(canonical: DataFrame, cfgs, top: int = 5) -> list[dict[str, Any]]:
+    """One entry per (source, canonical column that the source's config fills), for the rows of
+    ``canonical`` (one or several sources). Two Spark jobs whatever the number of sources. Rows
+    that did not parse (malformed records) are left out: they are quarantined as a whole."""
+    if not isinstance(cfgs, list | tuple):
+        cfgs = [cfgs]
     rows = canonical.filter(F.col("_corrupt_record").isNull())
-    targets: list[tuple[str, Any, str]] = []
-    for f in cfg.fields:
-        present = F.lit(False)
-        for name in f.inputs:
-            present = present | clean(F.col(RAW_COLUMN)[name]).isNotNull()
-        for slot, target in f.outputs().items():
-            optional = slot in RULES[f.rule].optional_outputs
-            targets.append((target, present, f.rule if not optional else f"{f.rule} (optional)"))
-    aggs = [F.count(F.lit(1)).alias("__rows")]
-    for target, present, _ in targets:
-        failed = F.exists(F.col(ISSUES_COLUMN), _is_column(target))
-        aggs += [
-            F.sum(F.when(present, 1).otherwise(0)).alias(f"{target}__present"),
-            F.sum(F.when(F.col(target).isNotNull(), 1).otherwise(0)).alias(f"{target}__filled"),
-            F.sum(F.when(present & F.col(target).isNotNull(), 1).otherwise(0)).alias(f"{target}__both"),
-            F.sum(F.when(failed, 1).otherwise(0)).alias(f"{target}__failed"),
-        ]
-    totals = rows.agg(*aggs).first()
+    targets: list[tuple[str, str, str]] = []  # (source, column, rule)
+    aggs = []
+    for i, cfg in enumerate(cfgs):
+        mine = F.col("source") == cfg.id
+        aggs.append(F.sum(F.when(mine, 1).otherwise(0)).alias(f"s{i}__rows"))
+        for f in cfg.fields:
+            present = F.lit(False)
+            for name in f.inputs:
+                present = present | clean(F.col(RAW_COLUMN)[name]).isNotNull()
+            present = mine & present
+            for slot, target in f.outputs().items():
+                optional = slot in RULES[f.rule].optional_outputs
+                targets.append((cfg.id, target, f.rule if not optional else f"{f.rule} (optional)"))
+                k = f"s{i}__{target}"
+                filled = mine & F.col(target).isNotNull()
+                failed = mine & F.exists(F.col(ISSUES_COLUMN), _is_column(target))
+                aggs += [
+                    F.sum(F.when(present, 1).otherwise(0)).alias(f"{k}__present"),
+                    F.sum(F.when(filled, 1).otherwise(0)).alias(f"{k}__filled"),
+                    F.sum(F.when(present & filled, 1).otherwise(0)).alias(f"{k}__both"),
+                    F.sum(F.when(failed, 1).otherwise(0)).alias(f"{k}__failed"),
+                ]
+    totals = rows.agg(*aggs).first().asDict()
     failures = (
-        rows.select(F.explode(ISSUES_COLUMN).alias("i"))
-        .groupBy(F.col("i.column").alias("column"), F.col("i.raw_value").alias("raw_value"))
+        rows.select("source", F.explode(ISSUES_COLUMN).alias("i"))
+        .groupBy("source", F.col("i.column").alias("column"), F.col("i.raw_value").alias("raw_value"))
         .count()
     )
-    w = Window.partitionBy("column").orderBy(F.col("count").desc(), F.col("raw_value"))
+    w = Window.partitionBy("source", "column").orderBy(F.col("count").desc(), F.col("raw_value"))
     top_rows = failures.withColumn("rank", F.row_number().over(w)).filter(F.col("rank") <= top).collect()
-    samples: dict[str, list] = {}
-    for r in sorted(top_rows, key=lambda r: (r.column, r["rank"])):
+    samples: dict[tuple[str, str], list] = {}
+    for r in sorted(top_rows, key=lambda r: (r.source, r.column, r["rank"])):
         value = mask(r.raw_value) if r.column in PII_COLUMNS else r.raw_value
-        samples.setdefault(r.column, []).append({"raw_value": value, "count": int(r["count"])})
-    n = int(totals["__rows"] or 0)
+        samples.setdefault((r.source, r.column), []).append({"raw_value": value, "count": int(r["count"])})
+    index = {cfg.id: i for i, cfg in enumerate(cfgs)}
     out = []
-    for target, _, rule_name in targets:
-        present = int(totals[f"{target}__present"] or 0)
-        filled = int(totals[f"{target}__filled"] or 0)
-        both = int(totals[f"{target}__both"] or 0)
-        failed = int(totals[f"{target}__failed"] or 0)
+    for source, target, rule_name in targets:
+        k = f"s{index[source]}__{target}"
+        n = int(totals[f"s{index[source]}__rows"] or 0)
+        present = int(totals[f"{k}__present"] or 0)
+        filled = int(totals[f"{k}__filled"] or 0)
+        both = int(totals[f"{k}__both"] or 0)
+        failed = int(totals[f"{k}__failed"] or 0)
         out.append(
             {
-                "source": cfg.id,
+                "source": source,
                 "column": target,
                 "rule": rule_name,
                 "rows": n,
@@ -85,7 +95,7 @@ def field_quality(canonical: DataFrame, cfg, top: int = 5) -> list[dict[str, Any
                 "filled_when_present": round(both / present, 4) if present else None,
                 "failed": failed,
                 "failed_share": round(failed / present, 4) if present else None,
-                "top_failures": samples.get(target, []),
+                "top_failures": samples.get((source, target), []),
             }
         )
     return out

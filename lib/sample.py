@@ -352,7 +352,8 @@ def oklahoma_rows(providers: list[Provider]) -> tuple[list[str], list[list[str]]
         "AA3", "AA4", "License Monitoring Since", "School Year Only", "Evening Hours",
     ]  # fmt: skip
     rows = []
-    for i, p in enumerate(providers):
+    for p in providers:
+        i = int(p.key.lstrip("K"))  # layout variants follow the provider, not its row position
         home = p.kind == "home"
         ltype = "CHILD CARE FAMILY" if home else "CHILD CARE CENTER"
         company = f"{p.last}, {p.first}" + (f" DBA {p.name}, LLC" if i % 3 else "") if home else f"{p.name}, LLC"

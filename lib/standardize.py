@@ -714,7 +714,7 @@ def parse_dba(value: str) -> tuple[str | None, str | None]:
     from nameparser import HumanName
 
     text = re.sub(r"\s+", " ", value).strip()
-    text = re.sub(r"\s+,", ",", text)
+    text = re.sub(r"\s*,\s*", ", ", text)
     m = re.match(r"^(?P<who>.*?)\s+D\.?B\.?A\.?:?\s+(?P<trade>.+)$", text, re.I)
     who, trade = (m.group("who"), m.group("trade")) if m else (text, None)
     person = None
@@ -755,11 +755,18 @@ def apply_rules(raw: DataFrame, cfg) -> DataFrame:
     present. Each rule is evaluated once per row (its outputs travel as one struct), so a
     library-backed rule parses a value once even when it fills several columns.
     """
+    # Clean every input column once, as a column of its own: rules then refer to it by name,
+    # which keeps the generated code small (an inlined clean() repeated in every reference makes
+    # Spark's code generator give up and fall back to slow interpretation).
+    names = sorted({name for field in cfg.fields for name in field.inputs})
+    cleaned = {name: f"__in{i}" for i, name in enumerate(names)}
+    raw_cols = list(raw.columns)
+    prepared = raw.select("*", *[clean(F.col(f"`{name}`")).alias(alias) for name, alias in cleaned.items()])
     structs = []
     for i, field in enumerate(cfg.fields):
         spec = RULES[field.rule]
         params = spec.params_model.model_validate(field.params)
-        inputs = [clean(F.col(f"`{name}`")) for name in field.inputs]
+        inputs = [F.col(cleaned[name]) for name in field.inputs]
         produced = spec.fn(inputs, params)
         structs.append(
             F.struct(
@@ -768,7 +775,7 @@ def apply_rules(raw: DataFrame, cfg) -> DataFrame:
                 F.concat_ws(" | ", *inputs).alias("__raw"),
             ).alias(f"__rule{i}")
         )
-    staged = raw.select("*", *structs)
+    staged = prepared.select(*[F.col(f"`{c}`") for c in raw_cols], *structs)
     outputs: list[Column] = []
     issues: list[Column] = []
     for i, field in enumerate(cfg.fields):
@@ -789,7 +796,7 @@ def apply_rules(raw: DataFrame, cfg) -> DataFrame:
                 )
             )
     issue_array = F.filter(F.array(*issues), lambda x: x.isNotNull()) if issues else F.array()
-    keep = [F.col(f"`{c}`") for c in raw.columns]
+    keep = [F.col(f"`{c}`") for c in raw_cols]
     return staged.select(*keep, *outputs, issue_array.alias("dq_issues"))
 
 

@@ -45,37 +45,76 @@ def _filled_count() -> Column:
     return total
 
 
-def split(canonical: DataFrame, business_key: list[str]) -> tuple[DataFrame, DataFrame]:
-    """(valid leads, quarantined rows without run_id). Pure: no I/O."""
-    reason = F.when(F.col("_corrupt_record").isNotNull(), F.lit("malformed_record")).when(
-        F.col("lead_id").isNull(), F.lit("missing_business_key")
-    )
-    key_list = ", ".join(business_key)
-    detail = F.when(
-        F.col("_corrupt_record").isNotNull(),
-        F.lit("record does not parse: fewer fields than the header, or the file ends inside an open quote"),
-    ).when(F.col("lead_id").isNull(), F.lit(f"business key ({key_list}) is empty after standardization"))
-    tagged = canonical.withColumn("_reason", reason).withColumn("_detail", detail)
+REASON = "_reason"
+DETAIL = "_detail"
 
-    candidates = tagged.filter(F.col("_reason").isNull())
-    w = Window.partitionBy("lead_id").orderBy(_filled_count().desc(), F.col("source_file"), F.col(RECORD_COLUMN))
-    ranked = candidates.withColumn("_rank", F.row_number().over(w)).withColumn(
-        "_kept_record",
-        F.first(F.concat(F.col("source_file"), F.lit(" record "), F.col(RECORD_COLUMN).cast("string"))).over(w),
+
+def tag(canonical: DataFrame, business_keys: dict[str, list[str]], stale: dict[str, str] | None = None) -> DataFrame:
+    """Add ``_reason`` / ``_detail`` to every row: NULL for a lead, else why it is quarantined.
+
+    ``business_keys`` names each source's key columns (for the message); ``stale`` maps a source
+    whose snapshot must not be merged to the explanation. Pure: no I/O.
+    """
+    stale = stale or {}
+    key_text = F.create_map(*[x for sid, keys in business_keys.items() for x in (F.lit(sid), F.lit(", ".join(keys)))])
+    is_stale = F.col("source").isin(*stale) if stale else F.lit(False)
+    stale_text = (
+        F.create_map(*[x for sid, why in stale.items() for x in (F.lit(sid), F.lit(why))])[F.col("source")]
+        if stale
+        else F.lit(None).cast("string")
     )
-    valid = ranked.filter(F.col("_rank") == 1).select(*LEAD_ROW_COLUMNS)
-    duplicates = ranked.filter(F.col("_rank") > 1).select(
-        "*",
-        F.lit("duplicate_business_key").alias("_reason2"),
-        F.concat(
-            F.lit("lead_id "), F.col("lead_id"), F.lit(" also at "), F.col("_kept_record"), F.lit(" (kept)")
-        ).alias("_detail2"),
+    reason = (
+        F.when(is_stale, F.lit("stale_snapshot"))
+        .when(F.col("_corrupt_record").isNotNull(), F.lit("malformed_record"))
+        .when(F.col("lead_id").isNull(), F.lit("missing_business_key"))
     )
-    bad = tagged.filter(F.col("_reason").isNotNull())
-    quarantine = _quarantine_rows(bad, "_reason", "_detail").unionByName(
-        _quarantine_rows(duplicates, "_reason2", "_detail2")
+    detail = (
+        F.when(is_stale, stale_text)
+        .when(
+            F.col("_corrupt_record").isNotNull(),
+            F.lit("record does not parse: fewer fields than the header, or the file ends inside an open quote"),
+        )
+        .when(
+            F.col("lead_id").isNull(),
+            F.concat(F.lit("business key ("), key_text[F.col("source")], F.lit(") is empty after standardization")),
+        )
     )
-    return valid, quarantine
+    tagged = canonical.withColumn(REASON, reason).withColumn(DETAIL, detail)
+    candidate = F.col(REASON).isNull()
+    # duplicates are ranked among candidates only: a quarantined row never wins
+    ranked = tagged.withColumn("_cand", F.when(candidate, F.col("lead_id")))
+    w = Window.partitionBy("_cand").orderBy(_filled_count().desc(), F.col("source_file"), F.col(RECORD_COLUMN))
+    rank = F.row_number().over(w)
+    kept = F.first(F.concat(F.col("source_file"), F.lit(" record "), F.col(RECORD_COLUMN).cast("string"))).over(w)
+    dup = candidate & (rank > 1)
+    return (
+        ranked.withColumn("_dup", dup)
+        .withColumn("_kept", kept)
+        .withColumn(REASON, F.when(F.col("_dup"), F.lit("duplicate_business_key")).otherwise(F.col(REASON)))
+        .withColumn(
+            DETAIL,
+            F.when(
+                F.col("_dup"),
+                F.concat(F.lit("lead_id "), F.col("lead_id"), F.lit(" also at "), F.col("_kept"), F.lit(" (kept)")),
+            ).otherwise(F.col(DETAIL)),
+        )
+        .drop("_cand", "_dup", "_kept")
+    )
+
+
+def leads_of(tagged: DataFrame) -> DataFrame:
+    return tagged.filter(F.col(REASON).isNull()).select(*LEAD_ROW_COLUMNS)
+
+
+def quarantine_of(tagged: DataFrame) -> DataFrame:
+    return _quarantine_rows(tagged.filter(F.col(REASON).isNotNull()), REASON, DETAIL)
+
+
+def split(canonical: DataFrame, business_key: list[str]) -> tuple[DataFrame, DataFrame]:
+    """(valid leads, quarantined rows without run_id) of one source. Pure: no I/O."""
+    sources = [r.source for r in canonical.select("source").distinct().collect()]
+    tagged = tag(canonical, dict.fromkeys(sources, business_key))
+    return leads_of(tagged), quarantine_of(tagged)
 
 
 def _quarantine_rows(df: DataFrame, reason: str, detail: str) -> DataFrame:
@@ -90,13 +129,4 @@ def _quarantine_rows(df: DataFrame, reason: str, detail: str) -> DataFrame:
         "lead_id",
         RAW_COLUMN,
         F.col("_corrupt_record").alias("raw_record"),
-    )
-
-
-def quarantine_all(canonical: DataFrame, reason: str, detail: str) -> DataFrame:
-    """Every row of ``canonical`` quarantined for one reason (for example a stale snapshot)."""
-    return _quarantine_rows(
-        canonical.withColumn("_r", F.lit(reason)).withColumn("_d", F.lit(detail)),
-        "_r",
-        "_d",
     )

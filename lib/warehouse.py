@@ -20,7 +20,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from leadpipe.read import source_columns
 from leadpipe.validate import QUARANTINE_SCHEMA
 
 BRONZE_SCHEMA = T.StructType(
@@ -82,37 +81,38 @@ def _ensure(spark: SparkSession, path: str, schema: T.StructType, partition: lis
     DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(*partition).execute()
 
 
-def _replace_snapshot(df: DataFrame, path: str, source: str, snapshot_date: date) -> None:
+def _replace_snapshot(df: DataFrame, path: str, sources: list[str], snapshot_date: date) -> None:
+    in_list = ", ".join(f"'{s}'" for s in sources)
     (
         df.write.format("delta")
         .mode("overwrite")
-        .option("replaceWhere", f"source = '{source}' AND snapshot_date = DATE'{snapshot_date.isoformat()}'")
+        .option("replaceWhere", f"source IN ({in_list}) AND snapshot_date = DATE'{snapshot_date.isoformat()}'")
         .save(path)
     )
 
 
 def write_bronze(
-    spark: SparkSession, wh: Warehouse, raw: DataFrame, source: str, snapshot_date: date, run_id: str
+    spark: SparkSession, wh: Warehouse, canonical: DataFrame, sources: list[str], snapshot_date: date, run_id: str
 ) -> None:
+    """Every row read, as the agency wrote it, from canonical rows (which carry ``raw``)."""
     _ensure(spark, wh.bronze, BRONZE_SCHEMA, ["source"])
-    cols = source_columns(raw)
-    rows = raw.select(
-        F.lit(source).alias("source"),
-        F.col("_snapshot_date").alias("snapshot_date"),
-        F.col("_source_file").alias("source_file"),
-        F.col("_record_no").alias("record_no"),
-        F.map_from_arrays(F.array(*[F.lit(c) for c in cols]), F.array(*[F.col(f"`{c}`") for c in cols])).alias("raw"),
+    rows = canonical.select(
+        "source",
+        "snapshot_date",
+        "source_file",
+        F.col("record_no").cast("long").alias("record_no"),
+        "raw",
         F.col("_corrupt_record").alias("raw_record"),
         F.lit(run_id).alias("run_id"),
     )
-    _replace_snapshot(rows, wh.bronze, source, snapshot_date)
+    _replace_snapshot(rows, wh.bronze, sources, snapshot_date)
 
 
 def write_quarantine(
-    spark: SparkSession, wh: Warehouse, rows: DataFrame, source: str, snapshot_date: date, run_id: str
+    spark: SparkSession, wh: Warehouse, rows: DataFrame, sources: list[str], snapshot_date: date, run_id: str
 ) -> None:
     _ensure(spark, wh.quarantine, QUARANTINE_SCHEMA, ["source"])
-    _replace_snapshot(rows.withColumn("run_id", F.lit(run_id)), wh.quarantine, source, snapshot_date)
+    _replace_snapshot(rows.withColumn("run_id", F.lit(run_id)), wh.quarantine, sources, snapshot_date)
 
 
 def latest_snapshots(spark: SparkSession, wh: Warehouse) -> dict[str, date]:

@@ -1,0 +1,96 @@
+"""Mapping a source's raw rows onto the canonical lead."""
+
+from datetime import date
+
+from pyspark.sql import functions as F
+
+from leadpipe.canonical import LEAD_COLUMNS, lead_id, lead_id_for, map_to_canonical
+from leadpipe.read import META_COLUMNS
+
+
+def raw_rows(spark, cfg, rows):
+    cols = list(cfg.columns)
+    df = spark.createDataFrame([tuple(r.get(c) for c in cols) for r in rows], ", ".join(f"`{c}` string" for c in cols))
+    return df.select(
+        "*",
+        F.lit("file:/in/07-07-2023 Texas DHHS.csv").alias("_source_file"),
+        F.lit(date(2023, 7, 7)).alias("_snapshot_date"),
+        F.monotonically_increasing_id().alias("_record_no"),
+        F.lit(None).cast("string").alias("_corrupt_record"),
+    ).select(*cols, *META_COLUMNS)
+
+
+def test_lead_id_is_stable_and_the_same_in_python_and_spark(spark):
+    df = spark.createDataFrame([("tx_hhs", " 1239246 "), ("tx_hhs", None)], "source string, key string")
+    got = [r.id for r in df.select(lead_id(F.col("source"), [F.col("key")]).alias("id")).collect()]
+    assert got == [lead_id_for("tx_hhs", ["1239246"]), None]
+    assert lead_id_for("tx_hhs", ["1239246"]) == lead_id_for("tx_hhs", ["1239246 "])
+    assert lead_id_for("tx_hhs", ["1239246"]) != lead_id_for("ok_dhs", ["1239246"])
+
+
+def test_texas_row_maps_to_every_canonical_column(spark, sources):
+    cfg = sources["tx_hhs"]
+    row = {
+        "Operation #": "1239246",
+        "Agency Number": "",
+        "Operation/Caregiver Name": 'K" Street Learning Center LLC"',
+        "Address": "19290 K ST ",
+        "City": "SOMERSET",
+        "State": "TX",
+        "Zip": "78069",
+        "County": "BEXAR",
+        "Phone": "830-429-1010",
+        "Type": "Licensed Center - Child Care Program",
+        "Status": "Full Permit",
+        "Issue Date": "10/13/2011",
+        "Capacity": "82",
+        "Email Address": "sylvia@kstreetlearningcenter.com",
+        "Facility ID": "773628",
+        "Monitoring Frequency": "",
+        "Infant": "Y",
+        "Toddler": "Y",
+        "Preschool": "Y",
+        "School": "Y",
+    }
+    out = map_to_canonical(raw_rows(spark, cfg, [row]), cfg)
+    assert out.columns[: len(LEAD_COLUMNS)] == LEAD_COLUMNS
+    got = out.first().asDict()
+    assert got["lead_id"] == lead_id_for("tx_hhs", ["1239246"])
+    assert got["source"] == "tx_hhs"
+    assert got["licensing_authority"] == "Texas Health and Human Services Commission"
+    assert got["snapshot_date"] == got["first_seen"] == date(2023, 7, 7)
+    expected = {
+        "company": '"K" Street Learning Center LLC',
+        "address1": "19290 K ST",
+        "city": "SOMERSET",
+        "state": "TX",
+        "zip": "78069",
+        "county": "BEXAR",
+        "phone": "+18304291010",
+        "email": "sylvia@kstreetlearningcenter.com",
+        "license_number": "1239246",
+        "license_type": "Licensed Center - Child Care Program",
+        "facility_type": "Center",
+        "license_status": "Active",
+        "license_issued": date(2011, 10, 13),
+        "capacity": 82,
+        "ages_served": "Infants, Toddlers, Preschool, School-age",
+        "min_age": 0,
+        "max_age": None,
+    }
+    assert {k: got[k] for k in expected} == expected
+    # what the source cannot fill is NULL, never a sentinel
+    for col in ("licensee_name", "operator", "first_name", "title", "phone2", "website_address", "schedule"):
+        assert got[col] is None
+    assert got["raw"]["Operation/Caregiver Name"] == 'K" Street Learning Center LLC"'
+    assert got["dq_issues"] == []
+
+
+def test_record_hash_ignores_lineage_but_sees_business_fields(spark, sources):
+    cfg = sources["tx_hhs"]
+    base = {"Operation #": "1", "Operation/Caregiver Name": "A", "Capacity": "12"}
+    a = map_to_canonical(raw_rows(spark, cfg, [base]), cfg).first()
+    b = map_to_canonical(raw_rows(spark, cfg, [{**base, "Facility ID": "99"}]), cfg).first()  # not a lead field
+    c = map_to_canonical(raw_rows(spark, cfg, [{**base, "Capacity": "13"}]), cfg).first()
+    assert a.record_hash == b.record_hash
+    assert a.record_hash != c.record_hash

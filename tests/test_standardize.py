@@ -1,0 +1,314 @@
+"""Field rules, each checked on real values from the three agency files."""
+
+from __future__ import annotations
+
+import functools
+from datetime import date
+
+import chispa
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from leadpipe.standardize import (
+    RULES,
+    clean,
+    first_person,
+    parse_dba,
+    parse_name_and_title,
+    parse_person,
+    parse_phone,
+    parse_us_address,
+)
+
+# rule outputs are nullable by nature; the values are what is checked
+assert_df_equality = functools.partial(chispa.assert_df_equality, ignore_nullable=True)
+
+
+def apply(spark, rule: str, rows: list[tuple], params: dict | None = None, slots: list[str] | None = None):
+    """Run one rule on string inputs ``c0..cN``; returns the inputs and the rule's outputs."""
+    width = len(rows[0])
+    schema = T.StructType([T.StructField(f"c{i}", T.StringType()) for i in range(width)])
+    df = spark.createDataFrame(rows, schema)
+    spec = RULES[rule]
+    out = spec.fn([clean(F.col(f"c{i}")) for i in range(width)], spec.params_model.model_validate(params or {}))
+    return df.select(*[out[s].alias(s) for s in (slots or list(spec.outputs))])
+
+
+def expect(spark, rows, fields):
+    return spark.createDataFrame(rows, T.StructType([T.StructField(n, t) for n, t in fields]))
+
+
+# --------------------------------------------------------------------------- library-backed, pure Python
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            "6321 LAUREN ASHTON AVENUE LAS VEGAS, NV 89131",
+            ("6321 LAUREN ASHTON AVENUE", None, "LAS VEGAS", "NV", "89131"),
+        ),
+        (
+            "8889 S. EASTERN AVE., STE 160 LAS VEGAS, NV 89123",
+            ("8889 S. EASTERN AVE.", "STE 160", "LAS VEGAS", "NV", "89123"),
+        ),
+        (
+            "3980 W. ANN RD., STE 1 NORTH LAS VEGAS, NV 89031",
+            ("3980 W. ANN RD.", "STE 1", "NORTH LAS VEGAS", "NV", "89031"),
+        ),
+        ("470 GYPSUM DRIVE SPRING CREEK, NV 89815", ("470 GYPSUM DRIVE", None, "SPRING CREEK", "NV", "89815")),
+        ("3135 FLORENTINE DRIVE CARSON CITY, NV 89701", ("3135 FLORENTINE DRIVE", None, "CARSON CITY", "NV", "89701")),
+        ("150 N. WILLOW ST MESQUITE, NV 89027", ("150 N. WILLOW ST", None, "MESQUITE", "NV", "89027")),
+        (
+            "7625 S. RAINBOW BLVD., STE 104-106 LAS VEGAS, NV 89139",
+            ("7625 S. RAINBOW BLVD.", "STE 104-106", "LAS VEGAS", "NV", "89139"),
+        ),
+    ],
+)
+def test_nevada_one_field_addresses(raw, expected):
+    assert parse_us_address(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("TANIA & NICOLE PINEDA & POBLETE", "TANIA PINEDA"),
+        ("JAINI AND STACY JARIWALA AND SURVIS", "JAINI JARIWALA"),
+        ("ANASTASIA, KASHMIR EDEY, SHAFER", "ANASTASIA EDEY"),
+        ("ALEKSANDRA & KATIE LIPSKA HALLOCK & MEEKER", "ALEKSANDRA LIPSKA HALLOCK"),
+        ("JASMINE &  ARGIE, TILLMAN & REYES", "JASMINE TILLMAN"),
+        ("SARA PALLUCK AND HEATHER EASTVELD PALLUCK", "SARA PALLUCK"),
+        ("RANI  & ARGIE GRAY & REYES", "RANI GRAY"),
+        ("BETHANY JOHNSON", "BETHANY JOHNSON"),
+    ],
+)
+def test_first_person_of_a_shared_contact_cell(raw, expected):
+    assert first_person(raw) == expected
+
+
+def test_person_names_are_capitalized():
+    assert parse_person("TANIA & NICOLE PINEDA & POBLETE") == ("Tania", "Pineda")
+    assert parse_person("ARGIE, KARLA REYES, GARCIA-BERROSPE") == ("Argie", "Reyes")
+    assert parse_person("Dasheshia Briggs") == ("Dasheshia", "Briggs")
+
+
+def test_name_and_title_on_two_lines():
+    assert parse_name_and_title("Elizabeth Hellstrom\nPrimary Caregiver") == (
+        "Elizabeth",
+        "Hellstrom",
+        "Primary Caregiver",
+    )
+    assert parse_name_and_title("Symira Clifton\r\nDirector") == ("Symira", "Clifton", "Director")
+    assert parse_name_and_title("Monica Kaler") == ("Monica", "Kaler", None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            "BRIGGS, DASHESHIA DBA DEELIGHTFUL LEARNING STATION, LLC",
+            ("DEELIGHTFUL LEARNING STATION, LLC", "Dasheshia Briggs"),
+        ),
+        ("HELLSTROM, ELIZABETH", ("Elizabeth Hellstrom", "Elizabeth Hellstrom")),
+        ("MUDDY PUDDLES LEARNING SPACE, LLC", ("MUDDY PUDDLES LEARNING SPACE, LLC", None)),
+        ("ROBINSON, KATRINA DBA WIGGLES AND GIGGLES ,LLC", ("WIGGLES AND GIGGLES, LLC", "Katrina Robinson")),
+        ("CARTER, LINDA K. DBA YES I CAN! LEARNING CENTER", ("YES I CAN! LEARNING CENTER", "Linda K. Carter")),
+        ("KHALID, EARNESTINE SHAKETTA DBA LIL DUMPLIN'S, LLC", ("LIL DUMPLIN'S, LLC", "Earnestine Shaketta Khalid")),
+        ("DAWSON, TA'SHANA", ("Ta'Shana Dawson", "Ta'Shana Dawson")),
+        ("KIDZ ROCK CHILD DEVELOPMENT CENTER", ("KIDZ ROCK CHILD DEVELOPMENT CENTER", None)),
+    ],
+)
+def test_oklahoma_dba_companies(raw, expected):
+    assert parse_dba(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("830-429-1010", "+18304291010"),
+        ("(209) 747-1797", "+12097471797"),
+        ("702.385.5222", "+17023855222"),
+        ("1-702-385-5222", "+17023855222"),
+        ("362-231-1137", None),  # area code 362 is not assigned
+        ("555-1234", None),
+        ("not a phone", None),
+    ],
+)
+def test_phone_e164(raw, expected):
+    assert parse_phone(raw)[0] == expected
+
+
+# --------------------------------------------------------------------------- native Spark rules
+
+
+def test_text_trims_folds_and_nulls_sentinels(spark):
+    got = apply(spark, "text", [("19290 K ST ",), ("  N/A ",), ("",), (None,), ("MY LITTLE ANGEL\u2019S  HOME",)])
+    want = expect(
+        spark,
+        [("19290 K ST",), (None,), (None,), (None,), ("MY LITTLE ANGEL\u2019S HOME",)],
+        [("value", T.StringType())],
+    )
+    assert_df_equality(got, want)
+
+
+def test_texas_quote_damage_is_repaired(spark):
+    rows = [
+        ('K" Street Learning Center LLC"',),  # 2023 file, Excel-doubled quotes
+        ('""K" Street Learning Center LLC"',),  # statewide raw export
+        ('"Angels "R" Wee Learning Center"',),
+        ('"Carol  "Camille"  Blackmon"',),
+        ("1 on 1 Childcare Academy",),
+    ]
+    got = apply(spark, "text", rows, {"repair_quotes": True})
+    want = expect(
+        spark,
+        [
+            ('"K" Street Learning Center LLC',),
+            ('"K" Street Learning Center LLC',),
+            ('Angels "R" Wee Learning Center',),
+            ('Carol "Camille" Blackmon',),
+            ("1 on 1 Childcare Academy",),
+        ],
+        [("value", T.StringType())],
+    )
+    assert_df_equality(got, want)
+
+
+def test_email(spark):
+    got = apply(
+        spark, "email", [("Sylvia@KStreetLearningCenter.com ",), ("no-at-sign.com",), ("a@b",), ("x@y.org; z@w.org",)]
+    )
+    want = expect(
+        spark, [("sylvia@kstreetlearningcenter.com",), (None,), (None,), ("x@y.org",)], [("value", T.StringType())]
+    )
+    assert_df_equality(got, want)
+
+
+def test_zip_state_integer(spark):
+    got = apply(spark, "zip", [("78069",), ("89123-4567",), ("7102",), ("ABCDE",), ("00000",)])
+    want = expect(spark, [("78069",), ("89123",), ("07102",), (None,), (None,)], [("value", T.StringType())])
+    assert_df_equality(got, want)
+    got = apply(spark, "state", [("nv",), ("OK",), ("ZZ",)])
+    assert_df_equality(got, expect(spark, [("NV",), ("OK",), (None,)], [("value", T.StringType())]))
+    got = apply(spark, "integer", [("82",), ("1,200",), ("12.0",), ("0",), ("twelve",)])
+    assert_df_equality(got, expect(spark, [(82,), (1200,), (12,), (None,), (None,)], [("value", T.IntegerType())]))
+
+
+def test_dates_in_every_format(spark):
+    got = apply(spark, "date", [("10/13/2011",), ("7/1/22",), ("2020-09-02",), ("1/1/1900",), ("13/45/2020",)])
+    want = expect(
+        spark,
+        [(date(2011, 10, 13),), (date(2022, 7, 1),), (date(2020, 9, 2),), (None,), (None,)],
+        [("value", T.DateType())],
+    )
+    assert_df_equality(got, want)
+    got = apply(
+        spark,
+        "date",
+        [("Monitoring since 2020-09-02",)],
+        {"pattern": r"(\d{4}-\d{2}-\d{2})", "formats": ["yyyy-MM-dd"]},
+    )
+    assert got.first()[0] == date(2020, 9, 2)
+
+
+def test_vocab_first_input_first(spark):
+    params = {"values": {"Provisional": [r"\(PROVISIONAL\)"], "Active": ["^ACTIVE$"]}, "default": "keep"}
+    got = apply(
+        spark, "vocab", [("CENTER (PROVISIONAL)", "Active"), ("CENTER", "Active"), ("CENTER", "Pending Review")], params
+    )
+    want = expect(spark, [("Provisional",), ("Active",), ("Pending Review",)], [("value", T.StringType())])
+    assert_df_equality(got, want)
+
+
+def test_license_split(spark):
+    got = apply(spark, "license_split", [("CHILD CARE FAMILY - K820055232",), ("K830056761",), ("CHILD CARE CENTER",)])
+    want = expect(
+        spark,
+        [("CHILD CARE FAMILY", "K820055232"), (None, "K830056761"), ("CHILD CARE CENTER", None)],
+        [("license_type", T.StringType()), ("license_number", T.StringType())],
+    )
+    assert_df_equality(got, want)
+
+
+def test_flags_are_read_by_value_across_misaligned_columns(spark):
+    rows = [
+        ("", "Year Round", "Daytime Hours", "Accepts Subsidy", "Daytime Hours"),
+        ("", "Year Round", "Daytime Hours", "Year Round", "Preschool (24-48 months; 2-4 yrs.)"),
+    ]
+    got = apply(spark, "flag_by_value", rows, {"pattern": "^accepts subsidy$"})
+    assert_df_equality(got, expect(spark, [(True,), (False,)], [("value", T.BooleanType())]))
+
+
+AGE_FIELDS = [("ages_served", T.StringType()), ("min_age", T.IntegerType()), ("max_age", T.IntegerType())]
+
+
+def test_texas_age_flags(spark):
+    rows = [("Y", "Y", "Y", "Y"), ("N", "Y", "Y", "N"), ("Y", "N", "N", "N"), ("N", "N", "N", "N")]
+    got = apply(spark, "age_flags", rows)
+    want = expect(
+        spark,
+        [
+            ("Infants, Toddlers, Preschool, School-age", 0, None),
+            ("Toddlers, Preschool", 12, 59),
+            ("Infants", 0, 11),
+            (None, None, None),
+        ],
+        AGE_FIELDS,
+    )
+    assert_df_equality(got, want)
+
+
+def test_oklahoma_age_labels_in_any_column(spark):
+    rows = [
+        ("Toddlers (12-23 months; 1yr.)", "Preschool (24-48 months; 2-4 yrs.)", "", "", "Year Round", ""),
+        (
+            "Infants (0-11 months)",
+            "Toddlers (12-23 months; 1yr.)",
+            "School-age (5 years-older)",
+            "",
+            "Year Round",
+            "Preschool (24-48 months; 2-4 yrs.)",
+        ),
+    ]
+    got = apply(spark, "age_labels", rows)
+    want = expect(
+        spark, [("Toddlers, Preschool", 12, 59), ("Infants, Toddlers, Preschool, School-age", 0, None)], AGE_FIELDS
+    )
+    assert_df_equality(got, want)
+
+
+def test_schedule_groups_days(spark):
+    week = ["7:30AM - 5:30PM"] * 5 + ["CLOSED", "CLOSED"]
+    weekend_only = ["CLOSED"] * 5 + ["6:00AM - 6:00PM"] * 2
+    always = ["12:00AM - 12:00AM"] * 7
+    odd = ["7:00AM - 5:00PM", "7:00AM - 5:00PM", "CLOSED", "7:00AM - 5:00PM", "7:00AM - 5:00PM", "CLOSED", "CLOSED"]
+    broken = ["sometimes"] + ["CLOSED"] * 6
+    rows = [tuple([*d, "Year Round", ""]) for d in (week, weekend_only, always, odd, broken)]
+    got = apply(spark, "schedule", rows, {"qualifiers": {"^year round$": "year round"}})
+    want = expect(
+        spark,
+        [
+            ("Mon-Fri 07:30-17:30; Sat-Sun closed; year round",),
+            ("Mon-Fri closed; Sat-Sun 06:00-18:00; year round",),
+            ("Mon-Sun 00:00-24:00; year round",),
+            ("Mon-Tue 07:00-17:00; Wed closed; Thu-Fri 07:00-17:00; Sat-Sun closed; year round",),
+            (None,),
+        ],
+        [("value", T.StringType())],
+    )
+    assert_df_equality(got, want)
+
+
+def test_library_rules_run_as_pandas_udfs(spark):
+    got = apply(spark, "us_address", [("8889 S. EASTERN AVE., STE 160 LAS VEGAS, NV 89123",), (None,)])
+    assert got.collect()[0].asDict() == {
+        "address1": "8889 S. EASTERN AVE.",
+        "address2": "STE 160",
+        "city": "LAS VEGAS",
+        "state": "NV",
+        "zip": "89123",
+    }
+    assert got.collect()[1].asDict() == dict.fromkeys(["address1", "address2", "city", "state", "zip"])
+    got = apply(spark, "phone", [("830-429-1010",), ("362-231-1137",), (None,)])
+    assert_df_equality(got, expect(spark, [("+18304291010",), (None,), (None,)], [("value", T.StringType())]))
