@@ -111,7 +111,11 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
         from leadpipe.session import build_session
 
         spark = build_session(
-            "weekly-leads", master=args.master, extra_conf=settings.spark, jars_dir=_project_path(settings.jars_dir)
+            "weekly-leads",
+            master=args.master,
+            extra_conf=settings.spark,
+            jars_dir=_project_path(settings.jars_dir),
+            log_level=settings.spark_log_level,
         )
         with database(args.db_url, settings) as db:
             log.info("deliver: target %s", db)

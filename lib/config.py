@@ -169,6 +169,7 @@ class Settings(_Strict):
     warehouse: str = ".local/warehouse"
     jars_dir: str = "jars"
     spark: dict[str, str] = Field(default_factory=dict)
+    spark_log_level: str = Field("WARN", pattern="^(ALL|DEBUG|INFO|WARN|ERROR|FATAL|OFF)$")
     postgres: PostgresSettings = PostgresSettings()
     jdbc_batch_size: int = 10000
     quality_top_values: int = 5

@@ -68,6 +68,7 @@ def build_session(
     master: str | None = None,
     extra_conf: dict[str, str] | None = None,
     jars_dir: str | Path | None = None,
+    log_level: str = "WARN",
 ) -> SparkSession:
     """Get or create the session. ``master`` defaults to spark-submit's, else ``local[*]``."""
     # Python workers must run this interpreter (the venv with leadpipe and its libraries), not
@@ -85,6 +86,8 @@ def build_session(
     for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
+    # Spark's own INFO chatter drowns the job's one-line-per-stage log; the level is a setting
+    spark.sparkContext.setLogLevel(log_level)
     _check_delta(spark)
     return spark
 

@@ -334,6 +334,27 @@ def license_split(cols: list[Column], p: SplitParams) -> dict[str, Column]:
     return {"license_type": _case(clean(ltype), p.case_type), "license_number": clean(number)}
 
 
+_UNIT_SPLIT = r"(?i)^(.*?\S)[,\s]+((?:STE|SUITE|UNIT|APT|BLDG|RM|ROOM|SPC|SPACE|LOT)\b\.?\s*\S.*|#\s*\S+.*)$"
+
+
+class StreetParams(_Params):
+    case: str = Field("upper", pattern="^(keep|upper|lower|title)$")
+
+
+@rule("street_unit", outputs=("address1", "address2"), params=StreetParams, arity=None, optional=("address2",))
+def street_unit(cols: list[Column], p: StreetParams) -> dict[str, Column]:
+    """Street line -> street and unit when a unit designator can be separated
+    (``401 FM 685 STE 104`` -> ``401 FM 685`` + ``STE 104``); a second column, when given, is
+    the source's own unit field and wins."""
+    c = one_line(cols[0])
+    has_unit = c.rlike(_UNIT_SPLIT)
+    street = F.when(has_unit, F.regexp_extract(c, _UNIT_SPLIT, 1)).otherwise(c)
+    unit = F.when(has_unit, F.regexp_extract(c, _UNIT_SPLIT, 2))
+    if len(cols) > 1:
+        unit = F.coalesce(one_line(cols[1]), unit)
+    return {"address1": _case(street, p.case), "address2": _case(unit, p.case)}
+
+
 class FlagParams(_Params):
     pattern: str
     absent: bool | None = False
@@ -552,11 +573,6 @@ def phone(cols: list[Column], p: PhoneParams) -> dict[str, Column]:
     return {"value": udf(cols[0])["e164"]}
 
 
-_UNIT_RE = re.compile(
-    r"^(?P<street>.*?)[,\s]+(?P<unit>(?:STE|SUITE|UNIT|APT|#|BLDG|RM|ROOM|SPC|SPACE|LOT)\b\.?\s*.*)$", re.I
-)
-
-
 def parse_us_address(value: str) -> tuple[str | None, ...]:
     """One-line US address -> (address1, address2, city, state, zip) with usaddress.
 
@@ -664,6 +680,9 @@ def parse_person(value: str, several: bool = True) -> tuple[str | None, str | No
     if text.isupper() or text.islower():
         name.capitalize(force=True)
     first = name.first or None
+    if not first and name.title and (name.last or name.middle):
+        # nameparser knows many titles that are also given names ("Burgess Mia")
+        first = name.title
     last = " ".join(x for x in (name.last, name.suffix) if x) or None
     if first and not last and name.middle:
         last = name.middle

@@ -312,3 +312,24 @@ def test_library_rules_run_as_pandas_udfs(spark):
     assert got.collect()[1].asDict() == dict.fromkeys(["address1", "address2", "city", "state", "zip"])
     got = apply(spark, "phone", [("830-429-1010",), ("362-231-1137",), (None,)])
     assert_df_equality(got, expect(spark, [("+18304291010",), (None,), (None,)], [("value", T.StringType())]))
+
+
+def test_street_unit_split(spark):
+    rows = [
+        ("401 FM 685 STE 104", None),
+        ("7460 S WESTMORELAND RD ste 105", None),
+        ("12300-A PELLICANO ", None),
+        ("10 MAIN ST", "#4"),
+    ]
+    got = apply(spark, "street_unit", rows)
+    want = expect(
+        spark,
+        [
+            ("401 FM 685", "STE 104"),
+            ("7460 S WESTMORELAND RD", "STE 105"),
+            ("12300-A PELLICANO", None),
+            ("10 MAIN ST", "#4"),
+        ],
+        [("address1", T.StringType()), ("address2", T.StringType())],
+    )
+    assert_df_equality(got, want)
