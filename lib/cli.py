@@ -158,7 +158,7 @@ def quality_main(argv: list[str] | None = None) -> int:
     from leadpipe.discover import discover
     from leadpipe.read import read_source
     from leadpipe.report import field_quality, format_quality
-    from leadpipe.session import build_session
+    from leadpipe.session import RULES_PLAN_CONF, build_session, session_conf
 
     conf_dir = resolve_conf_dir(args.conf_dir)
     sources = load_sources(conf_dir)
@@ -171,7 +171,8 @@ def quality_main(argv: list[str] | None = None) -> int:
     entries = []
     for (snapshot_date, sid), files in found.groups().items():
         raw, _ = read_source(spark, files, sources[sid], snapshot_date)
-        canonical = map_to_canonical(raw, sources[sid]).cache()
+        with session_conf(spark, RULES_PLAN_CONF):
+            canonical = map_to_canonical(raw, sources[sid]).cache()
         entries.extend(field_quality(canonical, sources[sid], settings.quality_top_values))
         canonical.unpersist()
     print(format_quality(entries))

@@ -31,6 +31,7 @@ from leadpipe.merge import merge_snapshot
 from leadpipe.postgres import DbTarget
 from leadpipe.read import SchemaDriftError, read_source
 from leadpipe.report import field_quality
+from leadpipe.session import RULES_PLAN_CONF, session_conf
 from leadpipe.validate import REASON, leads_of, quarantine_of, tag
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def _run_snapshot(
         for c in cfgs
         if c.id in latest and snapshot_date < latest[c.id]
     }
-    tagged = tag(canonical, {c.id: c.business_key for c in cfgs}, stale).persist(StorageLevel.MEMORY_AND_DISK)
+    with session_conf(spark, RULES_PLAN_CONF):  # the cached plan is made here, once
+        tagged = tag(canonical, {c.id: c.business_key for c in cfgs}, stale).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         _account(
             spark, wh, tagged, cfgs, files_by_source, snapshot_date, run_id, stale, latest, result, quality, settings

@@ -9,6 +9,7 @@ before this code runs, so ``make`` also writes them into the venv's ``spark-defa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -124,3 +125,25 @@ def write_spark_defaults(jars_dir: str | Path | None = None) -> Path:
 
 if __name__ == "__main__":
     print(f"wrote {write_spark_defaults()}")
+
+
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, conf: dict[str, str]):
+    """Set SQL settings for the plans made inside the block, then restore them."""
+    before = {k: spark.conf.get(k, None) for k in conf}
+    for k, v in conf.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
+# A source's rules are hundreds of expressions over one row; fused into one whole-stage-codegen
+# method they outgrow the JVM's 64 KB method limit, and Spark logs the failed source at ERROR
+# before falling back. The standardized rows are planned once (when cached) without it.
+RULES_PLAN_CONF = {"spark.sql.codegen.wholeStage": "false"}

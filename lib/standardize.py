@@ -500,19 +500,25 @@ def schedule(cols: list[Column], p: ScheduleParams) -> dict[str, Column]:
     """
     if len(cols) < 7:
         raise ValueError("schedule: needs seven day columns, Monday first")
-    days = F.array(*[day_hours(c) for c in cols[:7]])
+    # each day's hours are computed once (transform), then folded into runs of equal days;
+    # referring to the days by index inside the fold would repeat the whole expression
+    days = F.transform(F.array(*cols[:7]), day_hours)
     names = F.array(*[F.lit(d) for d in DAY_NAMES])
-    runs = F.aggregate(
-        F.sequence(F.lit(0), F.lit(6)),
-        F.array().cast("array<struct<s:int,e:int,v:string>>"),
-        lambda acc, i: F.when(
-            (F.size(acc) > 0) & (F.element_at(acc, -1)["v"] == days[i]),
-            F.concat(
-                F.slice(acc, 1, F.size(acc) - 1),
-                F.array(F.struct(F.element_at(acc, -1)["s"].alias("s"), i.alias("e"), days[i].alias("v"))),
-            ),
-        ).otherwise(F.concat(acc, F.array(F.struct(i.alias("s"), i.alias("e"), days[i].alias("v"))))),
-    )
+    run_type = "array<struct<s:int,e:int,v:string>>"
+
+    def fold(acc, day):
+        runs, i = acc["runs"], acc["i"]
+        last = F.element_at(runs, -1)
+        extended = F.concat(
+            F.slice(runs, 1, F.size(runs) - 1),
+            F.array(F.struct(last["s"].alias("s"), i.alias("e"), day.alias("v"))),
+        )
+        started = F.concat(runs, F.array(F.struct(i.alias("s"), i.alias("e"), day.alias("v"))))
+        grown = F.when((F.size(runs) > 0) & (last["v"] == day), extended).otherwise(started)
+        return F.struct(grown.alias("runs"), (i + 1).alias("i"))
+
+    init = F.struct(F.array().cast(run_type).alias("runs"), F.lit(0).alias("i"))
+    runs = F.aggregate(days, init, fold, lambda acc: acc["runs"])
     text_runs = F.transform(
         runs,
         lambda r: F.concat(

@@ -87,7 +87,11 @@ def test_a_run_killed_before_delivery_is_delivered_by_the_next(spark, sources, s
     # week 1 merges but never delivers (as if killed between MERGE and delivery)
     r1 = run_weekly(spark, sources, w1["input"], wh, None, settings, run_id="killed")
     assert r1.ok and r1.summary["delivered"] == 0
+    # a file no source claims is reported, never silently ignored
+    stray = Path(w2["input"]) / "07-07-2023 Utah DHHS.csv"
+    stray.write_text("a,b\r\n1,2\r\n")
     r2 = run_weekly(spark, sources, w2["input"], wh, db, settings, run_id="next")
+    assert [u.rsplit("/", 1)[-1] for u in r2.summary["unmatched_files"]] == [stray.name]
     assert pg_lead_ids(db) == expected_ids(w1) | expected_ids(w2, "new")
     assert r2.summary["delivered"] == len(expected_ids(w1) | expected_ids(w2, "new"))
 
