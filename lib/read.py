@@ -89,13 +89,14 @@ def with_record_numbers(df: DataFrame) -> DataFrame:
     within a split, and ``_metadata.file_block_start`` orders the splits of a file. Counting
     rows per split (a tiny aggregate) gives each split's offset without sorting the data.
     """
+    # __path is the file as a real column: a literal partition key would be optimized away
     df = df.withColumn("__mid", F.monotonically_increasing_id())
-    blocks = df.groupBy("_source_file", "__block").agg(F.count(F.lit(1)).alias("__n"), F.min("__mid").alias("__first"))
-    w = Window.partitionBy("_source_file").orderBy("__block").rowsBetween(Window.unboundedPreceding, -1)
+    blocks = df.groupBy("__path", "__block").agg(F.count(F.lit(1)).alias("__n"), F.min("__mid").alias("__first"))
+    w = Window.partitionBy("__path").orderBy("__block").rowsBetween(Window.unboundedPreceding, -1)
     blocks = blocks.withColumn("__offset", F.coalesce(F.sum("__n").over(w), F.lit(0)))
-    df = df.join(F.broadcast(blocks.drop("__n")), ["_source_file", "__block"])
+    df = df.join(F.broadcast(blocks.drop("__n")), ["__path", "__block"])
     return df.withColumn("_record_no", (F.col("__offset") + F.col("__mid") - F.col("__first") + 1).cast("long")).drop(
-        "__mid", "__first", "__offset", "__block"
+        "__mid", "__first", "__offset", "__block", "__path"
     )
 
 
@@ -108,6 +109,7 @@ def read_file(spark: SparkSession, f: SnapshotFile, columns: list[str], cfg: Sou
         *[F.col(f"`{c}`") for c in columns],
         F.col(CORRUPT),
         F.lit(f.uri).alias("_source_file"),
+        F.col("_metadata.file_path").alias("__path"),
         F.col("_metadata.file_block_start").alias("__block"),
     )
 

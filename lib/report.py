@@ -103,13 +103,13 @@ def field_quality(canonical: DataFrame, cfgs, top: int = 5) -> list[dict[str, An
 
 def format_quality(entries: list[dict[str, Any]]) -> str:
     """A fixed-width table, one line per (source, column), failures listed under their line."""
-    header = f"{'source':<8} {'column':<28} {'rule':<22} {'rows':>6} {'present':>7} {'filled%':>8} {'of-present%':>11} {'failed':>6}"
+    header = f"{'source':<8} {'column':<28} {'rule':<28} {'rows':>6} {'present':>7} {'filled%':>8} {'of-present%':>11} {'failed':>6}"
     lines = ["FIELD QUALITY", header, "-" * len(header)]
     for e in entries:
         fp = f"{100 * e['filled_share']:.1f}" if e["filled_share"] is not None else "-"
         op = f"{100 * e['filled_when_present']:.1f}" if e["filled_when_present"] is not None else "-"
         lines.append(
-            f"{e['source']:<8} {e['column']:<28} {e['rule']:<22} {e['rows']:>6} {e['present']:>7} {fp:>8} {op:>11} {e['failed']:>6}"
+            f"{e['source']:<8} {e['column']:<28} {e['rule']:<28} {e['rows']:>6} {e['present']:>7} {fp:>8} {op:>11} {e['failed']:>6}"
         )
         for s in e["top_failures"]:
             lines.append(f"{'':<8}   failed x{s['count']}: {s['raw_value']!r}")

@@ -60,7 +60,12 @@ def find_jars(jars_dir: str | Path | None = None) -> list[str]:
 
 def spark_defaults(jars: list[str]) -> str:
     """spark-defaults.conf text that puts ``jars`` on spark-submit's driver and executors."""
-    lines = ["# written by `make jars`: the leads job's JVM jars (bootstrap/pom.xml)", f"spark.jars {','.join(jars)}"]
+    lines = [
+        "# written by `make jars`: the leads job's JVM jars (bootstrap/pom.xml)",
+        f"spark.jars {','.join(jars)}",
+        "# Spark's own log level from the start; the job logs one line per stage (conf/settings.yaml)",
+        "spark.log.level WARN",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -83,6 +88,7 @@ def build_session(
         conf.setdefault("spark.master", master or "local[*]")
     elif master:
         conf["spark.master"] = master
+    conf["spark.log.level"] = log_level  # applied when the SparkContext starts
     conf.update(extra_conf or {})
     for k, v in conf.items():
         builder = builder.config(k, v)
