@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from leadpipe.canonical import LEAD_SCHEMA
+from leadpipe.merge import change_feed
 from leadpipe.postgres import DbTarget
 
 log = logging.getLogger(__name__)
@@ -80,23 +81,22 @@ def ensure_tables(db: DbTarget, schema: str = "public", table: str = "leads") ->
             conn.execute("SELECT pg_advisory_unlock(hashtext('leadpipe-ddl'))")
 
 
-def last_delivered(db: DbTarget, table_id: str, schema: str = "public") -> int | None:
-    with db.connect() as conn:
-        row = conn.execute(
-            f'SELECT max(version) FROM "{schema}"."lead_deliveries" WHERE table_id = %s', (table_id,)
-        ).fetchone()
+def _max_delivered(conn, schema: str, table_id: str) -> int | None:
+    row = conn.execute(
+        f'SELECT max(version) FROM "{schema}"."lead_deliveries" WHERE table_id = %s', (table_id,)
+    ).fetchone()
     return None if row[0] is None else int(row[0])
+
+
+def last_delivered(db: DbTarget, table_id: str, schema: str = "public") -> int | None:
+    """The newest Delta version of ``table_id`` already in PostgreSQL, None when none is."""
+    with db.connect() as conn:
+        return _max_delivered(conn, schema, table_id)
 
 
 def inserted_leads(spark: SparkSession, path: str, first: int, last: int) -> DataFrame:
     """Leads that the commits ``first..last`` inserted, in the canonical (PostgreSQL) shape."""
-    feed = (
-        spark.read.format("delta")
-        .option("readChangeFeed", "true")
-        .option("startingVersion", first)
-        .option("endingVersion", last)
-        .load(path)
-    )
+    feed = change_feed(spark, path, first, last)
     return feed.filter(F.col("_change_type") == "insert").select(*LEAD_SCHEMA.fieldNames()).dropDuplicates(["lead_id"])
 
 
@@ -157,11 +157,9 @@ def _publish(
     cols = ", ".join(f'"{c}"' for c in [*LEAD_SCHEMA.fieldNames(), "run_id"])
     with db.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"leadpipe-deliver-{table_id}",))
-        row = conn.execute(
-            f'SELECT max(version) FROM "{schema}"."lead_deliveries" WHERE table_id = %s', (table_id,)
-        ).fetchone()
-        if row[0] is not None and int(row[0]) >= last:
-            log.info("deliver: another run delivered up to version %d meanwhile", row[0])
+        done = _max_delivered(conn, schema, table_id)
+        if done is not None and done >= last:
+            log.info("deliver: another run delivered up to version %d meanwhile", done)
             return 0
         cur = conn.execute(
             f'INSERT INTO "{schema}"."{table}" ({cols}) SELECT {cols} FROM "{schema}"."{stage}" '

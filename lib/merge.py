@@ -131,6 +131,17 @@ def commit_version(spark: SparkSession, path: str, operation: str, metadata: dic
     return None
 
 
+def change_feed(spark: SparkSession, path: str, first: int, last: int) -> DataFrame:
+    """The table's Change Data Feed for the commits ``first..last`` (inclusive)."""
+    return (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", first)
+        .option("endingVersion", last)
+        .load(path)
+    )
+
+
 def change_counts(
     spark: SparkSession, path: str, version: int | None, snapshot: DataFrame, sources: list[str]
 ) -> dict[str, dict[str, int]]:
@@ -140,13 +151,7 @@ def change_counts(
         counts[r.source]["unchanged"] = int(r["count"])
     if version is None:
         return counts
-    feed = (
-        spark.read.format("delta")
-        .option("readChangeFeed", "true")
-        .option("startingVersion", version)
-        .option("endingVersion", version)
-        .load(path)
-    )
+    feed = change_feed(spark, path, version, version)
     kind = (
         F.when(F.col("_change_type") == "insert", "new")
         .when((F.col("_change_type") == "update_postimage") & ~F.col("is_active"), "removed")

@@ -191,7 +191,7 @@ def _account(
         log.info("standardize: %s %s: %d field value(s) failed a rule", sid, snapshot_date, issues.get(sid, 0))
     if quality:
         result.quality.extend(field_quality(tagged, cfgs, settings.quality_top_values))
-    wh_mod.write_quarantine(spark, wh, quarantine_of(tagged), ids, snapshot_date, run_id)
+    wh_mod.write_quarantine(spark, wh, quarantine_of(tagged), ids, snapshot_date, run_id, stale=list(stale))
 
     mergeable = []
     for sid in ids:

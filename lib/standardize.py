@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -823,16 +822,3 @@ def apply_rules(raw: DataFrame, cfg) -> DataFrame:
     issue_array = F.filter(F.array(*issues), lambda x: x.isNotNull()) if issues else F.array()
     keep = [F.col(f"`{c}`") for c in raw_cols]
     return staged.select(*keep, *outputs, issue_array.alias("dq_issues"))
-
-
-def describe_rules() -> list[dict[str, Any]]:
-    """The rule catalogue, for docs and ``--help``."""
-    return [
-        {
-            "rule": s.name,
-            "outputs": list(s.outputs),
-            "inputs": s.arity or "any",
-            "doc": s.doc.splitlines()[0] if s.doc else "",
-        }
-        for s in sorted(RULES.values(), key=lambda s: s.name)
-    ]

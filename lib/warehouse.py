@@ -81,14 +81,10 @@ def _ensure(spark: SparkSession, path: str, schema: T.StructType, partition: lis
     DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(*partition).execute()
 
 
-def _replace_snapshot(df: DataFrame, path: str, sources: list[str], snapshot_date: date) -> None:
+def _replace_snapshot(df: DataFrame, path: str, sources: list[str], snapshot_date: date, extra: str = "") -> None:
     in_list = ", ".join(f"'{s}'" for s in sources)
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"source IN ({in_list}) AND snapshot_date = DATE'{snapshot_date.isoformat()}'")
-        .save(path)
-    )
+    where = f"source IN ({in_list}) AND snapshot_date = DATE'{snapshot_date.isoformat()}'" + extra
+    df.write.format("delta").mode("overwrite").option("replaceWhere", where).save(path)
 
 
 def write_bronze(
@@ -109,10 +105,26 @@ def write_bronze(
 
 
 def write_quarantine(
-    spark: SparkSession, wh: Warehouse, rows: DataFrame, sources: list[str], snapshot_date: date, run_id: str
+    spark: SparkSession,
+    wh: Warehouse,
+    rows: DataFrame,
+    sources: list[str],
+    snapshot_date: date,
+    run_id: str,
+    stale: list[str] | tuple[str, ...] = (),
 ) -> None:
+    """Replace the quarantined rows of (source, snapshot). A late replay of an old snapshot
+    (``stale`` sources) only replaces earlier ``stale_snapshot`` rows: the reasons found when the
+    snapshot was merged stay."""
     _ensure(spark, wh.quarantine, QUARANTINE_SCHEMA, ["source"])
-    _replace_snapshot(rows.withColumn("run_id", F.lit(run_id)), wh.quarantine, sources, snapshot_date)
+    rows = rows.withColumn("run_id", F.lit(run_id))
+    fresh = [s for s in sources if s not in stale]
+    if fresh:
+        mine = rows.filter(F.col("source").isin(*fresh))
+        _replace_snapshot(mine, wh.quarantine, fresh, snapshot_date, " AND reason <> 'stale_snapshot'")
+    if stale:
+        mine = rows.filter(F.col("source").isin(*stale))
+        _replace_snapshot(mine, wh.quarantine, list(stale), snapshot_date, " AND reason = 'stale_snapshot'")
 
 
 def latest_snapshots(spark: SparkSession, wh: Warehouse) -> dict[str, date]:
