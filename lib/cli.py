@@ -57,7 +57,7 @@ def weekly_parser() -> argparse.ArgumentParser:
             "is read from PGPASSWORD, never from a flag."
         ),
     )
-    p.add_argument("--input", required=True, help="folder or URI holding this week's CSV files (file:, s3a:)")
+    p.add_argument("--input", required=True, help="folder or Hadoop URI holding this week's CSV files")
     p.add_argument(
         "--warehouse",
         help="folder or URI of the Delta tables (leads, bronze, quarantine, snapshots); "
@@ -66,8 +66,9 @@ def weekly_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--db-url",
         default=os.environ.get("LEADPIPE_DB_URL"),
-        help="postgresql://user@host:port/db to deliver to (default: $LEADPIPE_DB_URL; when neither is set, "
-        "an embedded PostgreSQL is started on 127.0.0.1 with its data in settings 'postgres.embedded_dir')",
+        help="postgresql://user@host:port/db to deliver to (default: $LEADPIPE_DB_URL, else settings "
+        "'postgres.url'; when none is set, an embedded PostgreSQL is started on 127.0.0.1 with its data in "
+        "settings 'postgres.embedded_dir')",
     )
     p.add_argument("--conf-dir", help="configuration folder with sources/*.yaml and settings.yaml (default: ./conf)")
     p.add_argument("--run-id", help="id of this run (default: UTC time + random suffix)")
@@ -117,7 +118,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
             jars_dir=_project_path(settings.jars_dir),
             log_level=settings.spark_log_level,
         )
-        with database(args.db_url, settings) as db:
+        with database(args.db_url or settings.postgres.url, settings) as db:
             log.info("deliver: target %s", db)
             result: RunResult = run_weekly(
                 spark, sources, input_uri, warehouse, db, settings, run_id=run_id, quality=not args.no_quality
@@ -192,7 +193,7 @@ def show_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging("WARNING")
     settings = load_settings(resolve_conf_dir(args.conf_dir))
-    with database(args.db_url, settings) as db, db.connect() as conn:
+    with database(args.db_url or settings.postgres.url, settings) as db, db.connect() as conn:
         total = conn.execute(
             f'SELECT count(*) FROM "{settings.postgres.schema_}"."{settings.postgres.leads_table}"'
         ).fetchone()[0]

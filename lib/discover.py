@@ -1,7 +1,7 @@
 """Discover: list the input location and match every file to its source by file name.
 
-The input is a folder or URI (``/data/in``, ``file:///data/in``, ``s3a://bucket/prefix``), listed
-through Hadoop's FileSystem so that local folders and object stores behave the same. Every file
+The input is a folder or URI (``/data/in``, ``file:///data/in``), listed through Hadoop's
+FileSystem, so that object stores (``s3a://``, once its jars are on the class path) list the same way. Every file
 is either matched to exactly one source (with the snapshot date taken from its name) or reported
 as unmatched; nothing is silently ignored.
 """
