@@ -19,7 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -34,7 +34,7 @@ class DbTarget:
     port: int
     dbname: str
     user: str
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs or tracebacks
 
     @classmethod
     def from_url(cls, url: str, password: str | None = None) -> DbTarget:

@@ -1,0 +1,27 @@
+"""Secrets come from the environment, never from a flag; PII stays out of logs and samples."""
+
+import pytest
+
+from leadpipe.postgres import DbTarget
+from leadpipe.report import mask
+
+
+def test_password_comes_from_pgpassword_never_from_the_url(monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "s3cret")
+    db = DbTarget.from_url("postgresql://leads@db.internal:6543/sales")
+    assert (db.user, db.host, db.port, db.dbname, db.password) == ("leads", "db.internal", 6543, "sales", "s3cret")
+    assert db.jdbc_url == "jdbc:postgresql://db.internal:6543/sales"
+    assert db.jdbc_properties()["driver"] == "org.postgresql.Driver"
+    assert "s3cret" not in str(db)
+    assert "s3cret" not in repr(db)
+    with pytest.raises(ValueError, match="must not contain a password: set PGPASSWORD"):
+        DbTarget.from_url("postgresql://leads:s3cret@db.internal/sales")
+    with pytest.raises(ValueError, match="postgresql://user@host:port/db"):
+        DbTarget.from_url("mysql://leads@db.internal/sales")
+
+
+def test_phone_numbers_and_emails_are_masked():
+    assert mask("362-231-1137") == "###-###-1137"
+    assert mask("(209) 747-1797") == "(###) ###-1797"
+    assert mask("sylvia@kstreetlearningcenter.com") == "***@kstreetlearningcenter.com"
+    assert mask(None) is None
