@@ -155,9 +155,8 @@ def quality_main(argv: list[str] | None = None) -> int:
 
     args = quality_parser().parse_args(argv)
     setup_logging(args.log_level)
-    from leadpipe.canonical import map_to_canonical
     from leadpipe.discover import discover
-    from leadpipe.read import read_source
+    from leadpipe.pipeline import map_snapshot
     from leadpipe.report import field_quality, format_quality
     from leadpipe.session import RULES_PLAN_CONF, build_session, session_conf
 
@@ -170,11 +169,15 @@ def quality_main(argv: list[str] | None = None) -> int:
     input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
     found = discover(spark, input_uri, sources)
     entries = []
-    for (snapshot_date, sid), files in found.groups().items():
-        raw, _ = read_source(spark, files, sources[sid], snapshot_date)
+    for snapshot_date, files_by_source in found.by_date().items():
+        canonical, cfgs, errors = map_snapshot(spark, sources, files_by_source, snapshot_date)
+        for e in errors:
+            print(f"not read: {e}")
+        if canonical is None:
+            continue
         with session_conf(spark, RULES_PLAN_CONF):
-            canonical = map_to_canonical(raw, sources[sid]).cache()
-        entries.extend(field_quality(canonical, sources[sid], settings.quality_top_values))
+            canonical = canonical.cache()
+        entries.extend(field_quality(canonical, cfgs, settings.quality_top_values))
         canonical.unpersist()
     print(format_quality(entries))
     if found.unmatched:

@@ -44,6 +44,13 @@ class Discovery:
             out.setdefault((f.snapshot_date, f.source_id), []).append(f)
         return out
 
+    def by_date(self) -> dict[date, dict[str, list[SnapshotFile]]]:
+        """Snapshot date (oldest first) -> source_id -> its files."""
+        out: dict[date, dict[str, list[SnapshotFile]]] = {}
+        for (snapshot_date, sid), files in self.groups().items():
+            out.setdefault(snapshot_date, {})[sid] = files
+        return out
+
 
 def list_files(spark: SparkSession, location: str) -> list[tuple[str, str, int]]:
     """(uri, name, size) of every file below ``location``, recursively, via Hadoop FS."""

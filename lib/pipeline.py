@@ -95,13 +95,8 @@ def run_weekly(
         summary["errors"].append(f"no file in {input_uri} matches a source's file_pattern")
     latest = wh_mod.latest_snapshots(spark, wh)
 
-    by_date: dict[date, dict[str, list]] = {}
-    for (snapshot_date, sid), files in found.groups().items():
-        by_date.setdefault(snapshot_date, {})[sid] = files
-    for snapshot_date in sorted(by_date):
-        _run_snapshot(
-            spark, wh, sources, by_date[snapshot_date], snapshot_date, run_id, latest, result, quality, settings
-        )
+    for snapshot_date, files_by_source in found.by_date().items():
+        _run_snapshot(spark, wh, sources, files_by_source, snapshot_date, run_id, latest, result, quality, settings)
 
     if db is not None and _table_exists(spark, wh.leads):
         d = deliver(
@@ -135,26 +130,14 @@ def _run_snapshot(
     each value once); counts come from one aggregation; each table gets one commit.
     """
     summary = result.summary
-    frames: list[DataFrame] = []
-    cfgs: list[SourceConfig] = []
-    for sid, files in sorted(files_by_source.items()):
-        cfg = sources[sid]
+    for sid, files in files_by_source.items():
         counts = summary["sources"].setdefault(sid, _empty_counts())
         counts["files"] += len(files)
         counts["snapshots"].append(snapshot_date.isoformat())
-        try:
-            raw, _checks = read_source(spark, files, cfg, snapshot_date)
-        except SchemaDriftError as exc:
-            log.error("read: %s", exc)
-            summary["errors"].append(str(exc))
-            continue
-        frames.append(map_to_canonical(raw, cfg))
-        cfgs.append(cfg)
-    if not frames:
+    canonical, cfgs, errors = map_snapshot(spark, sources, files_by_source, snapshot_date)
+    summary["errors"].extend(errors)
+    if canonical is None:
         return
-    canonical = frames[0]
-    for f in frames[1:]:
-        canonical = canonical.unionByName(f)
     stale = {
         c.id: f"snapshot {snapshot_date} is older than {latest[c.id]}, already merged for {c.id}"
         for c in cfgs
@@ -168,6 +151,35 @@ def _run_snapshot(
         )
     finally:
         tagged.unpersist()
+
+
+def map_snapshot(
+    spark: SparkSession, sources: dict[str, SourceConfig], files_by_source: dict[str, list], snapshot_date: date
+) -> tuple[DataFrame | None, list[SourceConfig], list[str]]:
+    """read + map to canonical for every source of one snapshot date, as one DataFrame.
+
+    Returns (canonical rows of all readable sources or None, their configs, errors). A source
+    whose files lack a column its rules read is left out with an error naming the file.
+    """
+    frames: list[DataFrame] = []
+    cfgs: list[SourceConfig] = []
+    errors: list[str] = []
+    for sid, files in sorted(files_by_source.items()):
+        cfg = sources[sid]
+        try:
+            raw, _checks = read_source(spark, files, cfg, snapshot_date)
+        except SchemaDriftError as exc:
+            log.error("read: %s", exc)
+            errors.append(str(exc))
+            continue
+        frames.append(map_to_canonical(raw, cfg))
+        cfgs.append(cfg)
+    if not frames:
+        return None, cfgs, errors
+    canonical = frames[0]
+    for f in frames[1:]:
+        canonical = canonical.unionByName(f)
+    return canonical, cfgs, errors
 
 
 def _account(
@@ -186,6 +198,7 @@ def _account(
         issues[r.source] = issues.get(r.source, 0) + int(r.issues or 0)
     wh_mod.write_bronze(spark, wh, tagged, ids, snapshot_date, run_id)
     read_rows = {sid: sum(per[sid].values()) for sid in ids}
+    loaded = {sid: per[sid].get("", 0) for sid in ids}
     for sid in ids:
         log.info("read: %s %s: %d row(s), kept in bronze", sid, snapshot_date, read_rows[sid])
         log.info("standardize: %s %s: %d field value(s) failed a rule", sid, snapshot_date, issues.get(sid, 0))
@@ -196,18 +209,17 @@ def _account(
     mergeable = []
     for sid in ids:
         counts = summary["sources"][sid]
-        loaded = per[sid].get("", 0)
-        rejected = read_rows[sid] - loaded
+        rejected = read_rows[sid] - loaded[sid]
         counts["rows_read"] += read_rows[sid]
-        counts["rows_loaded"] += loaded
+        counts["rows_loaded"] += loaded[sid]
         counts["rows_rejected"] += rejected
         for reason, n in per[sid].items():
             if reason:
                 counts["rejected_by_reason"][reason] = counts["rejected_by_reason"].get(reason, 0) + n
-        log.info("validate: %s %s: %d loaded, %d quarantined %s", sid, snapshot_date, loaded, rejected, per[sid])
+        log.info("validate: %s %s: %d loaded, %d quarantined %s", sid, snapshot_date, loaded[sid], rejected, per[sid])
         if sid in stale:
             log.warning("validate: %s; not merged", stale[sid])
-        elif loaded == 0:
+        elif loaded[sid] == 0:
             msg = f"{sid} {snapshot_date}: no valid row; not merged (a full-refresh MERGE of nothing would remove every lead)"
             log.error("validate: %s", msg)
             summary["errors"].append(msg)
@@ -231,8 +243,8 @@ def _account(
                 "leads_version": merged.version,
                 "files": [f.uri for f in files_by_source[sid]],
                 "rows_read": read_rows[sid],
-                "rows_loaded": per[sid].get("", 0),
-                "rows_rejected": read_rows[sid] - per[sid].get("", 0),
+                "rows_loaded": loaded[sid],
+                "rows_rejected": read_rows[sid] - loaded[sid],
                 **c,
                 "merged_at": datetime.now(UTC).replace(tzinfo=None),
             }

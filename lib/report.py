@@ -33,12 +33,10 @@ def _is_column(target: str):
     return lambda issue: issue["column"] == target
 
 
-def field_quality(canonical: DataFrame, cfgs, top: int = 5) -> list[dict[str, Any]]:
+def field_quality(canonical: DataFrame, cfgs: list, top: int = 5) -> list[dict[str, Any]]:
     """One entry per (source, canonical column that the source's config fills), for the rows of
     ``canonical`` (one or several sources). Two Spark jobs whatever the number of sources. Rows
     that did not parse (malformed records) are left out: they are quarantined as a whole."""
-    if not isinstance(cfgs, list | tuple):
-        cfgs = [cfgs]
     rows = canonical.filter(F.col("_corrupt_record").isNull())
     targets: list[tuple[str, str, str]] = []  # (source, column, rule)
     aggs = []

@@ -83,7 +83,7 @@ def build_session(
     builder = SparkSession.builder.appName(app_name)
     existing = SparkSession.getActiveSession()
     conf = dict(BASE_CONF)
-    if existing is None and "SPARK_SUBMIT_OPTS" not in os.environ and not _under_spark_submit():
+    if existing is None and not _under_spark_submit():
         conf["spark.jars"] = ",".join(find_jars(jars_dir))
         conf.setdefault("spark.master", master or "local[*]")
     elif master:

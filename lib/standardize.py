@@ -779,9 +779,8 @@ def apply_rules(raw: DataFrame, cfg) -> DataFrame:
     present. Each rule is evaluated once per row (its outputs travel as one struct), so a
     library-backed rule parses a value once even when it fills several columns.
     """
-    # Clean every input column once, as a column of its own: rules then refer to it by name,
-    # which keeps the generated code small (an inlined clean() repeated in every reference makes
-    # Spark's code generator give up and fall back to slow interpretation).
+    # Clean every input column once, as a column of its own: rules then refer to it by name
+    # instead of repeating the whole clean() expression in every reference.
     names = sorted({name for field in cfg.fields for name in field.inputs})
     cleaned = {name: f"__in{i}" for i, name in enumerate(names)}
     raw_cols = list(raw.columns)

@@ -107,25 +107,15 @@ def leads_of(tagged: DataFrame) -> DataFrame:
 
 
 def quarantine_of(tagged: DataFrame) -> DataFrame:
-    return _quarantine_rows(tagged.filter(F.col(REASON).isNotNull()), REASON, DETAIL)
-
-
-def split(canonical: DataFrame, business_key: list[str]) -> tuple[DataFrame, DataFrame]:
-    """(valid leads, quarantined rows without run_id) of one source. Pure: no I/O."""
-    sources = [r.source for r in canonical.select("source").distinct().collect()]
-    tagged = tag(canonical, dict.fromkeys(sources, business_key))
-    return leads_of(tagged), quarantine_of(tagged)
-
-
-def _quarantine_rows(df: DataFrame, reason: str, detail: str) -> DataFrame:
-    return df.select(
+    """The quarantined rows of a tagged frame, in the quarantine table's shape (run_id unset)."""
+    return tagged.filter(F.col(REASON).isNotNull()).select(
         F.lit(None).cast("string").alias("run_id"),
         "source",
         "source_file",
         "snapshot_date",
         F.col(RECORD_COLUMN).cast("long").alias("record_no"),
-        F.col(reason).alias("reason"),
-        F.col(detail).alias("detail"),
+        F.col(REASON).alias("reason"),
+        F.col(DETAIL).alias("detail"),
         "lead_id",
         RAW_COLUMN,
         F.col("_corrupt_record").alias("raw_record"),

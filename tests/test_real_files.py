@@ -87,7 +87,7 @@ def test_nevada_keeps_cp1252_characters(canonical):
 def test_fill_rates_and_quality_report(canonical, sources, capsys):
     entries = []
     for sid, df in canonical.items():
-        entries.extend(field_quality(df, sources[sid]))
+        entries.extend(field_quality(df, [sources[sid]]))
     # every column a source fills is filled for >= 95% of the rows where its raw value is present
     low = [
         (e["source"], e["column"], e["filled_when_present"])
@@ -123,7 +123,7 @@ def test_statewide_texas_raw_export(spark, sources, tmp_path):
     assert k.company == '"K" Street Learning Center LLC'
     # no name keeps stray export quotes at both ends
     assert df.filter(F.col("company").rlike('^".*"$')).count() == 0
-    entries = field_quality(df, sources[sid])
+    entries = field_quality(df, [sources[sid]])
     low = [
         (e["column"], e["filled_when_present"])
         for e in entries

@@ -2,10 +2,15 @@
 
 from datetime import date
 
-from leadpipe.validate import split
+from leadpipe.validate import leads_of, quarantine_of, tag
 from tests.helpers import leads
 
 D = date(2024, 1, 5)
+
+
+def split(canonical):
+    tagged = tag(canonical, {"s1": ["license_number"]})
+    return leads_of(tagged), quarantine_of(tagged)
 
 
 def test_every_row_is_either_a_lead_or_quarantined_with_a_reason(spark):
@@ -17,7 +22,7 @@ def test_every_row_is_either_a_lead_or_quarantined_with_a_reason(spark):
         {"lead_id": None, "license_number": None, "company": "No Key", "record_no": 4},
         {"lead_id": "s1-e", "license_number": "E", "company": "Cut", "_corrupt_record": 'E,"Cut', "record_no": 5},
     ]
-    valid, quarantined = split(leads(spark, rows, D), ["license_number"])
+    valid, quarantined = split(leads(spark, rows, D))
     kept = {(r.lead_id, r.record_no) for r in valid.collect()}
     assert kept == {("s1-a", 1), ("s1-b", 3)}
     q = {r.record_no: r for r in quarantined.collect()}
@@ -37,6 +42,6 @@ def test_equal_duplicates_keep_the_first_record(spark):
         {"lead_id": "s1-a", "license_number": "A", "company": "Alpha", "record_no": 7},
         {"lead_id": "s1-a", "license_number": "A", "company": "Alpha", "record_no": 2},
     ]
-    valid, quarantined = split(leads(spark, rows, D), ["license_number"])
+    valid, quarantined = split(leads(spark, rows, D))
     assert [r.record_no for r in valid.collect()] == [2]
     assert [r.record_no for r in quarantined.collect()] == [7]
