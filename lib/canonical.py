@@ -78,6 +78,8 @@ LEAD_COLUMNS: list[str] = LEAD_SCHEMA.fieldNames()
 RAW_COLUMN = "raw"
 ISSUES_COLUMN = "dq_issues"
 RECORD_COLUMN = "record_no"
+RAW_HASH_COLUMN = "raw_hash"
+RULES_VERSION_COLUMN = "rules_version"
 ISSUE_TYPE = T.ArrayType(
     T.StructType(
         [
@@ -88,29 +90,75 @@ ISSUE_TYPE = T.ArrayType(
     )
 )
 
+#: What map_to_canonical returns: the lead, lakehouse-only columns, then read lineage.
+CANONICAL_ROW_COLUMNS = [
+    *LEAD_COLUMNS,
+    RAW_COLUMN,
+    ISSUES_COLUMN,
+    RAW_HASH_COLUMN,
+    RULES_VERSION_COLUMN,
+    RECORD_COLUMN,
+    "_corrupt_record",
+]
+
 _NULL_MARK = "\u2400"  # stands for NULL inside the hash, so NULL and '' differ
 
 
-def lead_id(source: Column, key_parts: list[Column]) -> Column:
-    """Stable id: the same (source, business key) gives the same id in every snapshot, forever.
+#: Values that mean "no key here": a row whose identity is one of these has no lead_id.
+#: Frozen with the normalization below (changing either would change lead_ids).
+IDENTITY_BLANKS = ("", "N/A", "NA", "N.A.", "NONE", "NULL", "UNKNOWN", "-", "--", "?", "NOT AVAILABLE")
+_KEY_SEPARATOR = "\u001f"
 
-    NULL when any key part is NULL: such a row cannot be a lead and is quarantined.
+
+def identity_value(raw: Column, after_last: str | None = None) -> Column:
+    """The frozen identity normalization of one raw key cell: text after the last
+    ``after_last`` separator (when configured and present), trimmed, upper-cased, inner white
+    space folded to one space; NULL when blank or one of ``IDENTITY_BLANKS``.
+
+    Written down once and never changed: it is the lead's identity. It uses no standardization
+    rule, so a rule change can never mint new ids.
     """
-    normalized = [F.upper(F.trim(p)) for p in key_parts]
+    v = raw
+    if after_last:
+        v = F.substring_index(v, after_last, -1)
+    v = F.upper(F.trim(F.regexp_replace(v, r"\s+", " ")))
+    return F.when(v.isin(*IDENTITY_BLANKS) | v.isNull(), F.lit(None)).otherwise(v)
+
+
+def lead_id(source: Column, key_parts: list[Column]) -> Column:
+    """Stable id from (source, normalized identity values): the same provider gets the same id in
+    every snapshot, forever. NULL when any key part is NULL: such a row cannot be a lead."""
     any_null = F.lit(False)
-    for p in normalized:
-        any_null = any_null | p.isNull() | (p == "")
-    digest = F.sha2(F.concat_ws("\u001f", source, *normalized), 256)
+    for p in key_parts:
+        any_null = any_null | p.isNull()
+    digest = F.sha2(F.concat_ws(_KEY_SEPARATOR, source, *key_parts), 256)
     return F.when(any_null, F.lit(None)).otherwise(F.concat(source, F.lit("-"), F.substring(digest, 1, 24)))
 
 
-def lead_id_for(source: str, key_parts: list[str]) -> str:
-    """``lead_id`` computed in Python (for tests, backfills and support look-ups)."""
+def identity_value_py(raw: str | None, after_last: str | None = None) -> str | None:
+    """:func:`identity_value` in Python (tests, support look-ups); the two must agree."""
+    if raw is None:
+        return None
+    v = raw.rsplit(after_last, 1)[-1] if after_last else raw
+    v = " ".join(v.split()).upper()
+    return None if v in IDENTITY_BLANKS else v
+
+
+def lead_id_for(source: str, key_parts: list[str], after_last: str | None = None) -> str:
+    """``lead_id`` computed in Python from raw key values (tests, backfills, support look-ups)."""
     import hashlib
 
-    normalized = [p.strip().upper() for p in key_parts]
-    digest = hashlib.sha256("\u001f".join([source, *normalized]).encode("utf-8")).hexdigest()
+    normalized = [identity_value_py(p, after_last) for p in key_parts]
+    if any(p is None for p in normalized):
+        raise ValueError(f"blank identity value in {key_parts!r}")
+    digest = hashlib.sha256(_KEY_SEPARATOR.join([source, *normalized]).encode("utf-8")).hexdigest()
     return f"{source}-{digest[:24]}"
+
+
+def raw_hash(raw_map: Column) -> Column:
+    """Hash of the values as the agency wrote them (entries sorted, so column order does not
+    matter): tells an agency's change from a rule change."""
+    return F.sha2(F.to_json(F.array_sort(F.map_entries(raw_map))), 256)
 
 
 def record_hash(columns: list[str] | None = None) -> Column:
@@ -123,7 +171,9 @@ def record_hash(columns: list[str] | None = None) -> Column:
 def map_to_canonical(raw: DataFrame, cfg: SourceConfig) -> DataFrame:
     """Raw rows of one source (see ``read.read_source``) -> canonical leads with lineage.
 
-    Output columns: LEAD_COLUMNS, then ``raw``, ``dq_issues`` and ``record_no``.
+    Output columns: ``CANONICAL_ROW_COLUMNS``. ``lead_id`` comes from the raw identity cells
+    (``identity_value``), never from a rule's output; ``rules_version`` names the rules that made
+    the business fields.
     """
     from leadpipe.read import source_columns
     from leadpipe.standardize import apply_rules
@@ -148,6 +198,9 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig) -> DataFrame:
         F.col("_record_no").alias(RECORD_COLUMN),
         F.col("_corrupt_record"),
     )
-    df = df.withColumn("lead_id", lead_id(F.col("source"), [F.col(k) for k in cfg.business_key]))
+    key_parts = [identity_value(F.col(RAW_COLUMN)[c], cfg.identity.after_last) for c in cfg.identity.columns]
+    df = df.withColumn("lead_id", lead_id(F.col("source"), key_parts))
     df = df.withColumn("record_hash", record_hash())
-    return df.select(*LEAD_COLUMNS, RAW_COLUMN, ISSUES_COLUMN, RECORD_COLUMN, "_corrupt_record")
+    df = df.withColumn(RAW_HASH_COLUMN, raw_hash(F.col(RAW_COLUMN)))
+    df = df.withColumn(RULES_VERSION_COLUMN, F.lit(cfg.rules_version()))
+    return df.select(*CANONICAL_ROW_COLUMNS)

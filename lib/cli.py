@@ -46,21 +46,35 @@ def _project_path(value: str) -> str:
     return str((DEFAULT_CONF_DIR.parent / value).resolve())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that, on a usage error, still prints the JSON summary as the last stdout line."""
+
+    def error(self, message: str):
+        from leadpipe.state import RunSummary
+
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        state = RunSummary("none", errors=[f"usage: {message}"]).finish("usage_error")
+        print(state.to_json(), flush=True)
+        sys.exit(state.exit_code)
+
+
 def weekly_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="weekly_leads",
         description=(
             "Weekly child-care leads: read every agency CSV snapshot in --input, map and standardize it to "
             "the canonical lead, MERGE it into the Delta table of known leads (new / changed / removed), "
             "and deliver the net-new leads to PostgreSQL exactly once. The last line of standard output "
-            "is a JSON summary; the exit status is 0 only when the run succeeded. The database password "
-            "is read from PGPASSWORD, never from a flag."
+            "is a JSON summary, on every exit. Exit status: 0 succeeded, 1 failed, 2 bad usage or "
+            "configuration, 3 partial (some sources held or failed, the others applied), 4 another run "
+            "holds the warehouse's lock. The database password is read from PGPASSWORD, never from a flag."
         ),
     )
     p.add_argument("--input", required=True, help="folder or Hadoop URI holding this week's CSV files")
     p.add_argument(
         "--warehouse",
-        help="folder or URI of the Delta tables (leads, bronze, quarantine, snapshots); "
+        help="folder or URI of the Delta tables (leads, bronze, quarantine); "
         "default: settings.yaml 'warehouse' (.local/warehouse)",
     )
     p.add_argument(
@@ -71,7 +85,20 @@ def weekly_parser() -> argparse.ArgumentParser:
         "settings 'postgres.embedded_dir')",
     )
     p.add_argument("--conf-dir", help="configuration folder with sources/*.yaml and settings.yaml (default: ./conf)")
-    p.add_argument("--run-id", help="id of this run (default: UTC time + random suffix)")
+    p.add_argument(
+        "--run-id",
+        help="id of this run: 1-64 letters, digits, . _ : - (default: UTC time + random suffix). A retry may "
+        "reuse its run id: pipeline_runs counts the attempts",
+    )
+    p.add_argument(
+        "--apply-held",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="apply SOURCE's snapshot even when it looks destructive (removes more than hold.max_removed_share "
+        "of the active leads, or has fewer rows than hold.min_rows_ratio of the previous snapshot). "
+        "Repeat for several sources",
+    )
     p.add_argument("--master", help="Spark master when not started by spark-submit (default: local[*])")
     p.add_argument("--no-quality", action="store_true", help="skip the field-quality report")
     p.add_argument("--log-level", default="INFO", help="Python log level (default: INFO)")
@@ -95,20 +122,32 @@ def database(db_url: str | None, settings):
 
 
 def weekly_leads_main(argv: list[str] | None = None) -> int:
+    """Run the job; print the JSON summary as the last line of standard output on every exit
+    and return the documented exit status (leadpipe.state.EXIT_CODES)."""
     args = weekly_parser().parse_args(argv)
     setup_logging(args.log_level)
-    from leadpipe.pipeline import RunResult, new_run_id, run_weekly
-    from leadpipe.report import format_quality, summary_line
+    from leadpipe.pipeline import check_run_id, new_run_id, run_weekly
+    from leadpipe.report import format_quality
+    from leadpipe.runs import RunLocked
+    from leadpipe.state import RunSummary
 
-    run_id = args.run_id or new_run_id()
-    summary = {"run_id": run_id, "status": "failed", "sources": {}, "delivered": 0}
+    state = RunSummary(args.run_id or new_run_id(), input=args.input)
     try:
+        check_run_id(state.run_id)
         conf_dir = resolve_conf_dir(args.conf_dir)
         sources = load_sources(conf_dir)
         settings = load_settings(conf_dir)
-        warehouse = _project_path(args.warehouse or settings.warehouse)
-        input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
-        log.info("config: %d source(s) %s from %s; run %s", len(sources), sorted(sources), conf_dir, run_id)
+        unknown = sorted(set(args.apply_held) - set(sources))
+        if unknown:
+            raise ConfigError(f"--apply-held names unknown source(s) {unknown}; sources: {sorted(sources)}")
+        state.warehouse = warehouse = _project_path(args.warehouse or settings.warehouse)
+        state.input = input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
+    except (ConfigError, ValueError) as exc:
+        log.error("usage: %s", exc)
+        state.errors.append(f"{type(exc).__name__}: {exc}")
+        return _exit(state.finish("usage_error"))
+    try:
+        log.info("config: %d source(s) %s from %s; run %s", len(sources), sorted(sources), conf_dir, state.run_id)
         from leadpipe.session import build_session
 
         spark = build_session(
@@ -120,20 +159,36 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
         )
         with database(args.db_url or settings.postgres.url, settings) as db:
             log.info("deliver: target %s", db)
-            result: RunResult = run_weekly(
-                spark, sources, input_uri, warehouse, db, settings, run_id=run_id, quality=not args.no_quality
+            result = run_weekly(
+                spark,
+                sources,
+                input_uri,
+                warehouse,
+                db,
+                settings,
+                run_id=state.run_id,
+                quality=not args.no_quality,
+                apply_held=frozenset(args.apply_held),
             )
-        summary = result.summary
+        state = result.state
         if result.quality:
             print(format_quality(result.quality))
+    except RunLocked as exc:
+        log.error("lock: %s", exc)
+        state.errors.append(str(exc))
+        state.finish("locked")
     except Exception as exc:  # the summary line is printed whatever happened
-        log.exception("run %s failed: %s", run_id, exc)
+        log.exception("run %s failed: %s", state.run_id, exc)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        summary["errors"] = [f"{type(exc).__name__}: {first_line[:500]}"]
-        summary["status"] = "failed"
+        state.fail(f"{type(exc).__name__}: {first_line[:500]}")
+        state.finish("failed")
+    return _exit(state)
+
+
+def _exit(state) -> int:
     sys.stdout.flush()
-    print(summary_line(summary), flush=True)
-    return 0 if summary.get("status") == "succeeded" else 1
+    print(state.to_json(), flush=True)
+    return state.exit_code
 
 
 def quality_parser() -> argparse.ArgumentParser:
@@ -170,8 +225,8 @@ def quality_main(argv: list[str] | None = None) -> int:
     found = discover(spark, input_uri, sources)
     entries = []
     for snapshot_date, files_by_source in found.by_date().items():
-        canonical, cfgs, errors = map_snapshot(spark, sources, files_by_source, snapshot_date)
-        for e in errors:
+        canonical, cfgs, failures = map_snapshot(spark, sources, files_by_source, snapshot_date)
+        for e in failures.values():
             print(f"not read: {e}")
         if canonical is None:
             continue
@@ -196,15 +251,16 @@ def show_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging("WARNING")
     settings = load_settings(resolve_conf_dir(args.conf_dir))
+    from psycopg import sql
+
+    table = sql.Identifier(settings.postgres.schema_, settings.postgres.leads_table)
     with database(args.db_url or settings.postgres.url, settings) as db, db.connect() as conn:
-        total = conn.execute(
-            f'SELECT count(*) FROM "{settings.postgres.schema_}"."{settings.postgres.leads_table}"'
-        ).fetchone()[0]
+        total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
         cur = conn.execute(
-            "SELECT lead_id, source, company, first_name, last_name, city, state, zip, license_number, "
-            "facility_type, capacity, ages_served, first_seen "
-            f'FROM "{settings.postgres.schema_}"."{settings.postgres.leads_table}" '
-            "ORDER BY delivered_at DESC, lead_id LIMIT %s",
+            sql.SQL(
+                "SELECT lead_id, source, company, first_name, last_name, city, state, zip, license_number, "
+                "facility_type, capacity, ages_served, first_seen FROM {} ORDER BY delivered_at DESC, lead_id LIMIT %s"
+            ).format(table),
             (args.limit,),
         )
         names = [d.name for d in cur.description]

@@ -97,6 +97,32 @@ class FieldRule(_Strict):
         return self
 
 
+class Identity(_Strict):
+    """Where a lead's identity comes from: source columns as the agency wrote them.
+
+    ``lead_id`` = source + hash of these raw values after the frozen normalization of
+    :func:`leadpipe.canonical.identity_value` (trim, upper case, inner white space folded), never
+    the output of a standardization rule. ``after_last`` keeps only the text after the last
+    occurrence of a separator (Oklahoma's ``CHILD CARE FAMILY - K820055232`` -> ``K820055232``).
+    Changing this block changes every lead_id of the source: it is part of the lead's identity.
+    """
+
+    columns: list[str] = Field(min_length=1)
+    after_last: str | None = Field(None, min_length=1)
+
+
+class HoldRules(_Strict):
+    """When a snapshot looks destructive enough to hold instead of merging (see pipeline.py).
+
+    ``max_removed_share``: hold when the MERGE would mark more than this share of the source's
+    active leads removed. ``min_rows_ratio``: hold when the snapshot has fewer rows than this
+    share of the previous applied snapshot's. Either may be null to switch the rule off.
+    """
+
+    max_removed_share: float | None = Field(0.2, ge=0, le=1)
+    min_rows_ratio: float | None = Field(0.5, ge=0, le=1)
+
+
 class SourceConfig(_Strict):
     """A licensing agency's weekly export."""
 
@@ -108,8 +134,9 @@ class SourceConfig(_Strict):
     csv: CsvOptions = CsvOptions()
     columns: list[str]
     required_columns: list[str] = Field(default_factory=list)
-    business_key: list[str]
+    identity: Identity
     fields: list[FieldRule]
+    hold: HoldRules | None = None  # None: the defaults of settings.yaml 'hold'
     path: str = ""
 
     @field_validator("file_pattern")
@@ -139,9 +166,9 @@ class SourceConfig(_Strict):
                 if target in written:
                     raise ValueError(f"fields[{i}] writes {target!r}, already written by fields[{written[target]}]")
                 written[target] = i
-        missing = [k for k in self.business_key if k not in written]
+        missing = [c for c in self.identity.columns if c not in known]
         if missing:
-            raise ValueError(f"business_key names columns no field writes: {missing}")
+            raise ValueError(f"identity.columns not in 'columns': {missing}")
         for i, f in enumerate(self.fields):
             if "facility_type" in f.outputs().values():
                 bad = sorted(v for v in f.params.get("values", {}) if v not in FACILITY_TYPES)
@@ -155,12 +182,37 @@ class SourceConfig(_Strict):
     def matches(self, file_name: str) -> re.Match[str] | None:
         return re.fullmatch(self.file_pattern, file_name)
 
+    @property
+    def key_columns(self) -> list[str]:
+        """Source columns a row needs to be a lead: identity plus ``required_columns``."""
+        return list(dict.fromkeys([*self.identity.columns, *self.required_columns]))
+
+    def rules_version(self) -> str:
+        """Short hash of everything that decides the standardized fields of this source: the
+        field rules with their params and the rule library's version. Recorded on every lead
+        and MERGE commit, so a rule change is reported as such, not as providers changing."""
+        import hashlib
+        import json
+
+        from leadpipe.standardize import RULES_LIBRARY_VERSION
+
+        spec = [f.model_dump(by_alias=True) for f in self.fields]
+        text = json.dumps({"library": RULES_LIBRARY_VERSION, "fields": spec}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+#: SQL identifiers from settings: lower-case, no quoting tricks, within PostgreSQL's 63 bytes
+#: (less room for the ``_stage_...`` suffix of the delivery staging table).
+SQL_IDENTIFIER = r"^[a-z_][a-z0-9_]{0,39}$"
+
 
 class PostgresSettings(_Strict):
     url: str | None = None
     embedded_dir: str = ".local/postgres"
-    schema_: str = Field("public", alias="schema")
-    leads_table: str = "leads"
+    schema_: str = Field("public", alias="schema", pattern=SQL_IDENTIFIER)
+    leads_table: str = Field("leads", pattern=SQL_IDENTIFIER)
+    connect_attempts: int = Field(4, ge=1, le=20)  # bounded retries when the server is unreachable
+    retry_backoff_seconds: float = Field(2.0, ge=0, le=60)  # doubles after every failed attempt
 
 
 class Settings(_Strict):
@@ -173,7 +225,12 @@ class Settings(_Strict):
     postgres: PostgresSettings = PostgresSettings()
     jdbc_batch_size: int = 10000
     quality_top_values: int = 5
+    hold: HoldRules = HoldRules()
+    delta_commit_attempts: int = Field(3, ge=1, le=10)  # a MERGE that lost a Delta commit race is retried
     path: str = ""
+
+    def hold_rules(self, source: SourceConfig) -> HoldRules:
+        return source.hold or self.hold
 
 
 def _flatten(exc: ValidationError) -> str:

@@ -3,30 +3,40 @@
 What is delivered is what the MERGE commits inserted (``_change_type = 'insert'`` in the change
 feed). PostgreSQL keeps a ledger, ``lead_deliveries (table_id, version)``, of the Delta versions
 already delivered. Each run delivers every version after the last one in the ledger up to the
-table's current version: normally just this run's MERGE commit, and after a run that was killed
-between its MERGE and its delivery, that run's commit too. So a kill at any point loses nothing,
+table's current version: normally just this run's MERGE commits, and after a run that was killed
+between its MERGE and its delivery, that run's commits too. So a kill at any point loses nothing,
 and a re-run delivers nothing twice:
 
-1. the inserts are written by Spark JDBC to a private UNLOGGED staging table (a retried Spark
-   task may write a row twice there: harmless);
+1. the inserts are written by Spark JDBC to a private UNLOGGED staging table named
+   ``<leads table>_stage_<table id>_<random>`` (a retried Spark task may write a row twice
+   there: harmless);
 2. one PostgreSQL transaction, serialized per Delta table by an advisory lock, copies them with
-   ``INSERT ... ON CONFLICT (lead_id) DO NOTHING``, records the version in the ledger and drops
-   the staging table. Either all of it commits or none.
+   ``INSERT ... ON CONFLICT (lead_id) DO NOTHING``, records the versions in the ledger, adds the
+   count to the run's ``pipeline_runs`` row and drops the staging table. Either all of it
+   commits or none. A staging table left by a killed run is dropped by the next delivery of
+   the same Delta table.
+
+Every SQL identifier is composed with psycopg's ``sql.Identifier``; values are parameters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
+from psycopg import sql
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from leadpipe import faults
 from leadpipe.canonical import LEAD_SCHEMA
 from leadpipe.merge import change_feed
 from leadpipe.postgres import DbTarget
+from leadpipe.runs import ensure_run_table
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,7 @@ PG_TYPES = {
     T.IntegerType(): "integer",
     T.BooleanType(): "boolean",
 }
+LEDGER = "lead_deliveries"
 
 
 @dataclass
@@ -45,45 +56,46 @@ class Delivery:
     staged: int = 0
 
 
-def leads_ddl(schema: str, table: str) -> str:
+def _name(schema: str, table: str) -> sql.Composed:
+    return sql.Identifier(schema, table)
+
+
+def leads_ddl(schema: str, table: str) -> sql.Composed:
     cols = []
     for f in LEAD_SCHEMA.fields:
         null = " NOT NULL" if f.name in ("lead_id", "source") else ""
         pk = " PRIMARY KEY" if f.name == "lead_id" else ""
-        cols.append(f'    "{f.name}" {PG_TYPES[f.dataType]}{null}{pk}')
-    cols.append('    "run_id" text')
-    cols.append('    "delivered_at" timestamptz NOT NULL DEFAULT now()')
-    return f'CREATE TABLE IF NOT EXISTS "{schema}"."{table}" (\n' + ",\n".join(cols) + "\n)"
+        cols.append(sql.SQL("{} " + PG_TYPES[f.dataType] + null + pk).format(sql.Identifier(f.name)))
+    cols.append(sql.SQL("run_id text"))
+    cols.append(sql.SQL("delivered_at timestamptz NOT NULL DEFAULT now()"))
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(_name(schema, table), sql.SQL(", ").join(cols))
 
 
-def ledger_ddl(schema: str) -> str:
-    return (
-        f'CREATE TABLE IF NOT EXISTS "{schema}"."lead_deliveries" (\n'
-        "    table_id text NOT NULL,\n"
-        "    version bigint NOT NULL,\n"
-        "    first_version bigint NOT NULL,\n"
-        "    run_id text NOT NULL,\n"
-        "    leads_delivered integer NOT NULL,\n"
-        "    delivered_at timestamptz NOT NULL DEFAULT now(),\n"
-        "    PRIMARY KEY (table_id, version)\n"
-        ")"
-    )
+def ledger_ddl(schema: str) -> sql.Composed:
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} ("
+        " table_id text NOT NULL, version bigint NOT NULL, first_version bigint NOT NULL,"
+        " run_id text NOT NULL, leads_delivered integer NOT NULL,"
+        " delivered_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_id, version))"
+    ).format(_name(schema, LEDGER))
 
 
 def ensure_tables(db: DbTarget, schema: str = "public", table: str = "leads") -> None:
+    """Create the schema, the leads table, the ledger and ``pipeline_runs`` when absent."""
     with db.connect(autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('leadpipe-ddl'))")
         try:
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             conn.execute(leads_ddl(schema, table))
             conn.execute(ledger_ddl(schema))
+            ensure_run_table(conn, schema)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext('leadpipe-ddl'))")
 
 
 def _max_delivered(conn, schema: str, table_id: str) -> int | None:
     row = conn.execute(
-        f'SELECT max(version) FROM "{schema}"."lead_deliveries" WHERE table_id = %s', (table_id,)
+        sql.SQL("SELECT max(version) FROM {} WHERE table_id = %s").format(_name(schema, LEDGER)), (table_id,)
     ).fetchone()
     return None if row[0] is None else int(row[0])
 
@@ -100,6 +112,29 @@ def inserted_leads(spark: SparkSession, path: str, first: int, last: int) -> Dat
     return feed.filter(F.col("_change_type") == "insert").select(*LEAD_SCHEMA.fieldNames()).dropDuplicates(["lead_id"])
 
 
+def stage_prefix(table: str, table_id: str) -> str:
+    return f"{table}_stage_{hashlib.sha256(table_id.encode()).hexdigest()[:8]}_"
+
+
+def drop_leftover_stages(conn, schema: str, prefix: str) -> list[str]:
+    """Drop staging tables of this Delta table that a killed run left behind."""
+    names = [
+        r[0]
+        for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall()
+        if r[0].startswith(prefix)
+    ]
+    for name in names:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_name(schema, name)))
+    if names:
+        log.warning("deliver: dropped %d staging table(s) left by an interrupted run", len(names))
+    return names
+
+
+def _staged_rows(db: DbTarget, schema: str, stage: str) -> int:
+    with db.connect(autocommit=True) as conn:
+        return int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_name(schema, stage))).fetchone()[0])
+
+
 def deliver(
     spark: SparkSession,
     leads_path: str,
@@ -109,35 +144,44 @@ def deliver(
     table: str = "leads",
     batch_size: int = 10000,
 ) -> Delivery:
+    """Deliver the inserts of every Delta version not yet in the ledger (see the module doc)."""
     ensure_tables(db, schema, table)
     delta = DeltaTable.forPath(spark, leads_path)
-    detail = delta.detail().select("id").first()
-    table_id = detail["id"]
+    table_id = delta.detail().select("id").first()["id"]
     current = int(delta.history(1).select("version").first()["version"])
-    done = last_delivered(db, table_id, schema)
+    prefix = stage_prefix(table, table_id)
+    with db.connect(autocommit=True) as conn:
+        drop_leftover_stages(conn, schema, prefix)
+        done = _max_delivered(conn, schema, table_id)
     first = 0 if done is None else done + 1
     if first > current:
         log.info("deliver: %s is delivered up to version %d; nothing new", db, current)
         return Delivery(0, None)
     leads = inserted_leads(spark, leads_path, first, current).withColumn("run_id", F.lit(run_id))
-    stage = f"leads_stage_{run_id.replace('-', '')[:24]}"
+    stage = prefix + uuid.uuid4().hex[:12]
     with db.connect(autocommit=True) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{schema}"."{stage}"')
-        conn.execute(f'CREATE UNLOGGED TABLE "{schema}"."{stage}" (LIKE "{schema}"."{table}" INCLUDING DEFAULTS)')
-        conn.execute(f'ALTER TABLE "{schema}"."{stage}" ALTER COLUMN lead_id DROP NOT NULL')
-    try:
-        staged = leads.count()
-        if staged:
-            (
-                leads.coalesce(max(1, min(4, spark.sparkContext.defaultParallelism)))
-                .write.mode("append")
-                .option("batchsize", batch_size)
-                .jdbc(db.jdbc_url, f'"{schema}"."{stage}"', properties=db.jdbc_properties())
+        conn.execute(
+            sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+                _name(schema, stage), _name(schema, table)
             )
-        delivered = _publish(db, schema, table, stage, table_id, first, current, run_id)
-    finally:
-        with db.connect(autocommit=True) as conn:
-            conn.execute(f'DROP TABLE IF EXISTS "{schema}"."{stage}"')
+        )
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN lead_id DROP NOT NULL").format(_name(schema, stage)))
+    dying = faults.armed("during_staging")
+    if dying:  # a real death while Spark's JDBC tasks are writing: as soon as a row has landed
+        faults.watch("during_staging", lambda: _staged_rows(db, schema, stage) > 0)
+    staged = leads.count()
+    if staged:
+        (
+            leads.coalesce(max(1, min(4, spark.sparkContext.defaultParallelism)))
+            .write.mode("append")
+            .option("batchsize", batch_size)
+            # both names match settings' strict identifier pattern (config.SQL_IDENTIFIER)
+            .jdbc(db.jdbc_url, f'"{schema}"."{stage}"', properties=db.jdbc_properties())
+        )
+    if dying:  # the write finished before the watcher saw a row: still nothing published
+        faults.die("during_staging")
+    delivered = _publish(db, schema, table, stage, table_id, first, current, run_id)
+    faults.reach("after_pg_commit")
     log.info(
         "deliver: versions %d..%d of %s: %d inserted lead(s) staged, %d delivered to %s.%s",
         first,
@@ -154,21 +198,31 @@ def deliver(
 def _publish(
     db: DbTarget, schema: str, table: str, stage: str, table_id: str, first: int, last: int, run_id: str
 ) -> int:
-    cols = ", ".join(f'"{c}"' for c in [*LEAD_SCHEMA.fieldNames(), "run_id"])
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*LEAD_SCHEMA.fieldNames(), "run_id"])
     with db.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"leadpipe-deliver-{table_id}",))
         done = _max_delivered(conn, schema, table_id)
         if done is not None and done >= last:
             log.info("deliver: another run delivered up to version %d meanwhile", done)
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_name(schema, stage)))
             return 0
         cur = conn.execute(
-            f'INSERT INTO "{schema}"."{table}" ({cols}) SELECT {cols} FROM "{schema}"."{stage}" '
-            "WHERE lead_id IS NOT NULL ON CONFLICT (lead_id) DO NOTHING"
+            sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} WHERE lead_id IS NOT NULL ON CONFLICT (lead_id) DO NOTHING"
+            ).format(_name(schema, table), cols, cols, _name(schema, stage))
         )
         delivered = cur.rowcount
         conn.execute(
-            f'INSERT INTO "{schema}"."lead_deliveries" (table_id, version, first_version, run_id, leads_delivered) '
-            "VALUES (%s, %s, %s, %s, %s)",
+            sql.SQL(
+                "INSERT INTO {} (table_id, version, first_version, run_id, leads_delivered) VALUES (%s, %s, %s, %s, %s)"
+            ).format(_name(schema, LEDGER)),
             (table_id, last, first, run_id, delivered),
         )
+        conn.execute(
+            sql.SQL("UPDATE {} SET delivered = coalesce(delivered, 0) + %s WHERE run_id = %s").format(
+                _name(schema, "pipeline_runs")
+            ),
+            (delivered, run_id),
+        )
+        conn.execute(sql.SQL("DROP TABLE {}").format(_name(schema, stage)))
     return delivered

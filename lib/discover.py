@@ -3,7 +3,9 @@
 The input is a folder or URI (``/data/in``, ``file:///data/in``), listed through Hadoop's
 FileSystem, so that object stores (``s3a://``, once its jars are on the class path) list the same way. Every file
 is either matched to exactly one source (with the snapshot date taken from its name) or reported
-as unmatched; nothing is silently ignored.
+as unmatched; nothing is silently ignored. Every matched file gets a SHA-256 of its bytes,
+computed in the JVM from the Hadoop stream (any file system, nothing through Python), so a
+snapshot already applied is recognised before it is parsed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class SnapshotFile:
     source_id: str
     snapshot_date: date
     size: int
+    checksum: str = ""  # "sha256:<hex>"
 
 
 @dataclass
@@ -69,6 +72,17 @@ def list_files(spark: SparkSession, location: str) -> list[tuple[str, str, int]]
     return sorted(out)
 
 
+def checksum(spark: SparkSession, uri: str) -> str:
+    """``sha256:<hex>`` of a file's bytes, streamed through Hadoop FS inside the JVM."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    stream = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(path)
+    try:
+        return "sha256:" + jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(stream)
+    finally:
+        stream.close()
+
+
 def match_file(name: str, sources: dict[str, SourceConfig]) -> tuple[str, date] | None:
     """(source_id, snapshot_date) for a file name, None when no source claims it."""
     hits = [(sid, m) for sid, cfg in sources.items() if (m := cfg.matches(name))]
@@ -98,7 +112,7 @@ def discover(spark: SparkSession, location: str, sources: dict[str, SourceConfig
             found.unmatched.append(uri)
             log.warning("discover: %s matches no source's file_pattern; not read", uri)
             continue
-        found.files.append(SnapshotFile(uri, name, hit[0], hit[1], size))
+        found.files.append(SnapshotFile(uri, name, hit[0], hit[1], size, checksum(spark, uri)))
     per_source = {}
     for f in found.files:
         per_source[f.source_id] = per_source.get(f.source_id, 0) + 1

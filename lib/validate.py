@@ -5,8 +5,8 @@ Nothing is dropped: every row read ends up in exactly one of the two outputs.
 Reasons:
 - ``malformed_record``: the CSV record did not parse (fewer fields than the header, or the
   file ended inside an open quote); its raw text is kept.
-- ``missing_business_key``: the business key is empty after standardization, so the row
-  cannot have a stable lead_id.
+- ``missing_business_key``: an identity cell (the source's ``identity.columns``) is blank, so
+  the row cannot have a stable lead_id.
 - ``duplicate_business_key``: another row of the same snapshot has the same lead_id. The row
   with the most filled business fields is kept (ties: the earliest record); the others are
   quarantined naming the kept record. A MERGE never sees duplicate keys.
@@ -18,7 +18,15 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from leadpipe.canonical import BUSINESS_COLUMNS, ISSUES_COLUMN, LEAD_COLUMNS, RAW_COLUMN, RECORD_COLUMN
+from leadpipe.canonical import (
+    BUSINESS_COLUMNS,
+    ISSUES_COLUMN,
+    LEAD_COLUMNS,
+    RAW_COLUMN,
+    RAW_HASH_COLUMN,
+    RECORD_COLUMN,
+    RULES_VERSION_COLUMN,
+)
 
 QUARANTINE_SCHEMA = T.StructType(
     [
@@ -35,7 +43,7 @@ QUARANTINE_SCHEMA = T.StructType(
     ]
 )
 
-LEAD_ROW_COLUMNS = [*LEAD_COLUMNS, RAW_COLUMN, ISSUES_COLUMN, RECORD_COLUMN]
+LEAD_ROW_COLUMNS = [*LEAD_COLUMNS, RAW_COLUMN, ISSUES_COLUMN, RAW_HASH_COLUMN, RULES_VERSION_COLUMN, RECORD_COLUMN]
 
 
 def _filled_count() -> Column:
@@ -52,7 +60,7 @@ DETAIL = "_detail"
 def tag(canonical: DataFrame, business_keys: dict[str, list[str]], stale: dict[str, str] | None = None) -> DataFrame:
     """Add ``_reason`` / ``_detail`` to every row: NULL for a lead, else why it is quarantined.
 
-    ``business_keys`` names each source's key columns (for the message); ``stale`` maps a source
+    ``business_keys`` names each source's identity columns (for the message); ``stale`` maps a source
     whose snapshot must not be merged to the explanation. Pure: no I/O.
     """
     stale = stale or {}
@@ -76,7 +84,7 @@ def tag(canonical: DataFrame, business_keys: dict[str, list[str]], stale: dict[s
         )
         .when(
             F.col("lead_id").isNull(),
-            F.concat(F.lit("business key ("), key_text[F.col("source")], F.lit(") is empty after standardization")),
+            F.concat(F.lit("identity column(s) ("), key_text[F.col("source")], F.lit(") blank: no lead_id")),
         )
     )
     tagged = canonical.withColumn(REASON, reason).withColumn(DETAIL, detail)

@@ -3,11 +3,13 @@
 ``<warehouse>/leads``       every lead ever seen (the MERGE target; see merge.py)
 ``<warehouse>/bronze``      every row read, as the agency wrote it (a raw map), per snapshot
 ``<warehouse>/quarantine``  rows that are not leads, with reason and detail
-``<warehouse>/snapshots``   one row per (source, snapshot) merged: the run, version and counts
 
-Bronze and quarantine writes replace the rows of their (source, snapshot_date), so a re-run of a
-snapshot leaves one copy. Bronze keeps raw values so that rules can be improved and leads
-re-derived without re-reading the agencies' files.
+Bronze and quarantine are derived tables: each write replaces the rows of its (source,
+snapshot_date), so a re-run of a snapshot leaves one copy, and nothing reads them to decide what
+to do. What was applied is recorded only in the leads table's own MERGE commits (merge.py), so a
+kill between a bronze write and the MERGE cannot make a later run wrong. Bronze keeps raw values
+so that rules can be improved and leads re-derived without re-reading the agencies' files; it
+also keeps the rows of held snapshots.
 """
 
 from __future__ import annotations
@@ -34,24 +36,6 @@ BRONZE_SCHEMA = T.StructType(
     ]
 )
 
-SNAPSHOT_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType()),
-        T.StructField("snapshot_date", T.DateType()),
-        T.StructField("run_id", T.StringType()),
-        T.StructField("leads_version", T.LongType()),
-        T.StructField("files", T.ArrayType(T.StringType())),
-        T.StructField("rows_read", T.LongType()),
-        T.StructField("rows_loaded", T.LongType()),
-        T.StructField("rows_rejected", T.LongType()),
-        T.StructField("new", T.LongType()),
-        T.StructField("changed", T.LongType()),
-        T.StructField("unchanged", T.LongType()),
-        T.StructField("removed", T.LongType()),
-        T.StructField("merged_at", T.TimestampType()),
-    ]
-)
-
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -71,10 +55,6 @@ class Warehouse:
     @property
     def quarantine(self) -> str:
         return self._path("quarantine")
-
-    @property
-    def snapshots(self) -> str:
-        return self._path("snapshots")
 
 
 def _ensure(spark: SparkSession, path: str, schema: T.StructType, partition: list[str]) -> None:
@@ -125,16 +105,3 @@ def write_quarantine(
     if stale:
         mine = rows.filter(F.col("source").isin(*stale))
         _replace_snapshot(mine, wh.quarantine, list(stale), snapshot_date, " AND reason = 'stale_snapshot'")
-
-
-def latest_snapshots(spark: SparkSession, wh: Warehouse) -> dict[str, date]:
-    """Per source, the newest snapshot_date already merged."""
-    if not DeltaTable.isDeltaTable(spark, wh.snapshots):
-        return {}
-    rows = spark.read.format("delta").load(wh.snapshots).groupBy("source").agg(F.max("snapshot_date").alias("d"))
-    return {r.source: r.d for r in rows.collect()}
-
-
-def log_snapshots(spark: SparkSession, wh: Warehouse, rows: list[dict]) -> None:
-    _ensure(spark, wh.snapshots, SNAPSHOT_SCHEMA, [])
-    spark.createDataFrame(rows, SNAPSHOT_SCHEMA).write.format("delta").mode("append").save(wh.snapshots)

@@ -7,11 +7,15 @@ from datetime import date
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from leadpipe.canonical import BUSINESS_COLUMNS, LEAD_COLUMNS, record_hash
+from leadpipe.canonical import BUSINESS_COLUMNS, CANONICAL_ROW_COLUMNS, LEAD_COLUMNS, raw_hash, record_hash
 
 
 def leads(spark: SparkSession, rows: list[dict], snapshot: date) -> DataFrame:
-    """Canonical rows (as map_to_canonical makes them) from dicts of a few business fields."""
+    """Canonical rows (as map_to_canonical makes them) from dicts of a few business fields.
+
+    The agency's raw values are ``Name`` = company and ``Capacity`` = capacity, (when given),
+    unless a row gives its own ``raw`` dict; ``rules_version`` defaults to ``rules-1``.
+    """
     full = []
     for i, r in enumerate(rows, start=1):
         row = dict.fromkeys(LEAD_COLUMNS)
@@ -23,6 +27,9 @@ def leads(spark: SparkSession, rows: list[dict], snapshot: date) -> DataFrame:
             first_seen=snapshot,
         )
         row.update({k: v for k, v in r.items() if k in LEAD_COLUMNS})
+        default_raw = {"Name": r.get("company")} | ({"Capacity": str(r["capacity"])} if "capacity" in r else {})
+        row["raw"] = r.get("raw", default_raw)
+        row["rules_version"] = r.get("rules_version", "rules-1")
         row["record_no"] = r.get("record_no", i)
         row["_corrupt_record"] = r.get("_corrupt_record")
         full.append(row)
@@ -30,12 +37,10 @@ def leads(spark: SparkSession, rows: list[dict], snapshot: date) -> DataFrame:
 
     schema_fields = {f.name: f.dataType for f in LEADS_TABLE_SCHEMA.fields}
     ddl = ", ".join(f"`{c}` {schema_fields[c].simpleString()}" for c in LEAD_COLUMNS)
-    df = spark.createDataFrame(full, f"{ddl}, record_no long, _corrupt_record string")
-    df = df.withColumn("record_hash", record_hash(list(BUSINESS_COLUMNS)))
-    return df.select(
-        *LEAD_COLUMNS,
-        F.create_map(F.lit("Name"), F.col("company")).alias("raw"),
-        F.array().cast("array<struct<column:string,rule:string,raw_value:string>>").alias("dq_issues"),
-        "record_no",
-        "_corrupt_record",
+    df = spark.createDataFrame(
+        full, f"{ddl}, raw map<string,string>, rules_version string, record_no long, _corrupt_record string"
     )
+    df = df.withColumn("record_hash", record_hash(list(BUSINESS_COLUMNS)))
+    df = df.withColumn("raw_hash", raw_hash(F.col("raw")))
+    df = df.withColumn("dq_issues", F.array().cast("array<struct<column:string,rule:string,raw_value:string>>"))
+    return df.select(*CANONICAL_ROW_COLUMNS)

@@ -4,7 +4,7 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
-from leadpipe.canonical import LEAD_COLUMNS, lead_id, lead_id_for, map_to_canonical
+from leadpipe.canonical import LEAD_COLUMNS, identity_value, lead_id, lead_id_for, map_to_canonical
 from leadpipe.read import META_COLUMNS
 
 
@@ -21,11 +21,34 @@ def raw_rows(spark, cfg, rows):
 
 
 def test_lead_id_is_stable_and_the_same_in_python_and_spark(spark):
-    df = spark.createDataFrame([("tx_hhs", " 1239246 "), ("tx_hhs", None)], "source string, key string")
-    got = [r.id for r in df.select(lead_id(F.col("source"), [F.col("key")]).alias("id")).collect()]
-    assert got == [lead_id_for("tx_hhs", ["1239246"]), None]
+    raw = [" 1239246 ", None, "k82 0055", "n/a", "CHILD CARE FAMILY - k820055232 ", "  "]
+    df = spark.createDataFrame([("tx_hhs", v) for v in raw], "source string, key string")
+    key = identity_value(F.col("key"), " - ")
+    got = [r.id for r in df.select(lead_id(F.col("source"), [key]).alias("id")).collect()]
+    assert got == [
+        lead_id_for("tx_hhs", ["1239246"]),
+        None,
+        lead_id_for("tx_hhs", ["K82   0055"]),  # case and inner white space do not make a new provider
+        None,  # a blank marker is no identity
+        lead_id_for("tx_hhs", ["K820055232"]),
+        None,
+    ]
     assert lead_id_for("tx_hhs", ["1239246"]) == lead_id_for("tx_hhs", ["1239246 "])
     assert lead_id_for("tx_hhs", ["1239246"]) != lead_id_for("ok_dhs", ["1239246"])
+
+
+def test_lead_ids_are_frozen():
+    """The identity normalization is part of every delivered lead: these values never change."""
+    assert lead_id_for("tx_hhs", ["1239246"]) == "tx_hhs-" + _sha("tx_hhs\u001f1239246")
+    assert lead_id_for("ok_dhs", ["CHILD CARE FAMILY - K820055232"], " - ") == "ok_dhs-" + _sha(
+        "ok_dhs\u001fK820055232"
+    )
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def test_texas_row_maps_to_every_canonical_column(spark, sources):

@@ -1,11 +1,12 @@
-"""Change detection: the MERGE into the Delta table of known leads, on a real Delta table."""
+"""Change detection: the MERGE into the Delta table of known leads, on a real Delta table, and
+the state of record it carries in its own commit."""
 
 from datetime import date
 
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from leadpipe.merge import merge_snapshot
+from leadpipe.merge import merge_source_snapshot, read_applied_state, txn_version
 from tests.helpers import leads
 
 W1, W2, W3 = date(2024, 1, 5), date(2024, 1, 12), date(2024, 1, 19)
@@ -15,32 +16,39 @@ def state(spark, path):
     return {r.lead_id: r for r in spark.read.format("delta").load(path).collect()}
 
 
+def merge(spark, path, rows, source, d, run_id):
+    meta = {
+        "rows_loaded": len(rows),
+        "rows_read": len(rows),
+        "files": [{"name": f"{d}.csv", "size": 1, "checksum": "x"}],
+    }
+    return merge_source_snapshot(spark, path, leads(spark, rows, d), source, d, run_id, meta)
+
+
 def test_new_changed_unchanged_removed_and_back(spark, tmp_path):
     path = str(tmp_path / "leads")
     week1 = [
         {"lead_id": "s1-a", "license_number": "A", "company": "Alpha"},
         {"lead_id": "s1-b", "license_number": "B", "company": "Beta"},
         {"lead_id": "s1-c", "license_number": "C", "company": "Gamma"},
-        {"lead_id": "s2-x", "license_number": "X", "company": "Other source", "source": "s2"},
     ]
-    r1 = merge_snapshot(spark, path, leads(spark, week1, W1), ["s1", "s2"], W1, "run1")
-    assert r1.counts == {
-        "s1": {"new": 3, "changed": 0, "unchanged": 0, "removed": 0},
-        "s2": {"new": 1, "changed": 0, "unchanged": 0, "removed": 0},
-    }
+    r1 = merge(spark, path, week1, "s1", W1, "run1")
+    assert (r1.counts["new"], r1.counts["unchanged"]) == (3, 0)
+    other = [{"lead_id": "s2-x", "license_number": "X", "company": "Other source", "source": "s2"}]
+    merge(spark, path, other, "s2", W1, "run1")
 
     week2 = [
         {"lead_id": "s1-a", "license_number": "A", "company": "Alpha"},
         {"lead_id": "s1-b", "license_number": "B", "company": "Beta", "capacity": 12},
         {"lead_id": "s1-d", "license_number": "D", "company": "Delta"},
     ]
-    r2 = merge_snapshot(spark, path, leads(spark, week2, W2), ["s1"], W2, "run2")
-    assert r2.counts == {"s1": {"new": 1, "changed": 1, "unchanged": 1, "removed": 1}}
+    r2 = merge(spark, path, week2, "s1", W2, "run2")
+    assert r2.counts == {"new": 1, "changed": 1, "returned": 0, "restandardized": 0, "removed": 1, "unchanged": 1}
     t = state(spark, path)
     assert (t["s1-a"].is_active, t["s1-a"].snapshot_date, t["s1-a"].run_id) == (True, W1, "run1")  # left alone
     assert (t["s1-b"].capacity, t["s1-b"].first_seen, t["s1-b"].snapshot_date) == (12, W1, W2)
-    assert (t["s1-c"].is_active, t["s1-c"].removed_on) == (False, W2)  # soft delete: the row stays
-    assert (t["s1-d"].first_seen, t["s1-d"].is_active) == (W2, True)
+    assert (t["s1-c"].is_active, t["s1-c"].removed_on, t["s1-c"].last_change) == (False, W2, "removed")
+    assert (t["s1-d"].first_seen, t["s1-d"].is_active, t["s1-d"].last_change) == (W2, True, "new")
     assert t["s2-x"].is_active  # another source's leads are out of this snapshot's scope
 
     inserts = (
@@ -54,14 +62,51 @@ def test_new_changed_unchanged_removed_and_back(spark, tmp_path):
     assert [r.lead_id for r in inserts.collect()] == ["s1-d"]
 
     week3 = [*week2, {"lead_id": "s1-c", "license_number": "C", "company": "Gamma"}]
-    r3 = merge_snapshot(spark, path, leads(spark, week3, W3), ["s1"], W3, "run3")
-    assert r3.counts == {"s1": {"new": 0, "changed": 1, "unchanged": 3, "removed": 0}}
+    r3 = merge(spark, path, week3, "s1", W3, "run3")
+    assert (r3.counts["returned"], r3.counts["unchanged"], r3.counts["new"]) == (1, 3, 0)
     t = state(spark, path)
     assert (t["s1-c"].is_active, t["s1-c"].removed_on, t["s1-c"].first_seen) == (True, None, W1)
 
-    # the same snapshot again changes nothing
-    r4 = merge_snapshot(spark, path, leads(spark, week3, W3), ["s1"], W3, "run4")
-    assert r4.counts == {"s1": {"new": 0, "changed": 0, "unchanged": 4, "removed": 0}}
     props = DeltaTable.forPath(spark, path).detail().first().properties
     assert props["delta.enableChangeDataFeed"] == "true"
     assert props["delta.enableDeletionVectors"] == "true"
+
+
+def test_a_snapshot_is_committed_once_with_its_record(spark, tmp_path):
+    path = str(tmp_path / "leads")
+    rows = [{"lead_id": "s1-a", "license_number": "A", "company": "Alpha"}]
+    r1 = merge(spark, path, rows, "s1", W2, "run1")
+    version = DeltaTable.forPath(spark, path).history(1).first().version
+    # the same snapshot again, and an older one, commit nothing: Delta's own transaction id check
+    assert merge(spark, path, rows, "s1", W2, "run2").skipped
+    assert merge(spark, path, [], "s1", W1, "late").skipped
+    assert DeltaTable.forPath(spark, path).history(1).first().version == version
+    # a newer snapshot with no change still commits, so the state of record moves on
+    r3 = merge(spark, path, rows, "s1", W3, "run3")
+    assert r3.version == version + 1 and r3.counts["unchanged"] == 1
+    applied = read_applied_state(spark, path)
+    assert applied.latest == {"s1": W3}
+    assert applied.applied[("s1", W2)].run_id == "run1" and applied.applied[("s1", W2)].version == r1.version
+    assert applied.applied[("s1", W2)].files == ((f"{W2}.csv", 1, "x"),)
+    assert txn_version(W3) == 20240119
+
+
+def test_a_rule_change_is_restandardized_not_changed(spark, tmp_path):
+    path = str(tmp_path / "leads")
+    raw = {"Name": "alpha kids"}
+    merge(spark, path, [{"lead_id": "s1-a", "company": "alpha kids", "raw": raw}], "s1", W1, "run1")
+    # same agency values, a new rule output: restandardized
+    r2 = merge(
+        spark,
+        path,
+        [{"lead_id": "s1-a", "company": "ALPHA KIDS", "raw": raw, "rules_version": "rules-2"}],
+        "s1",
+        W2,
+        "r2",
+    )
+    assert (r2.counts["restandardized"], r2.counts["changed"]) == (1, 0)
+    # the agency changed the value: changed
+    raw3 = {"Name": "alpha kids llc"}
+    r3 = merge(spark, path, [{"lead_id": "s1-a", "company": "ALPHA KIDS LLC", "raw": raw3}], "s1", W3, "r3")
+    assert (r3.counts["restandardized"], r3.counts["changed"]) == (0, 1)
+    assert state(spark, path)["s1-a"].rules_version == "rules-1"

@@ -15,12 +15,37 @@ def test_the_three_sources_load(sources):
     assert sorted(sources) == ["nv_dpbh", "ok_dhs", "tx_hhs"]
     assert sources["ok_dhs"].csv.multi_line is True
     assert sources["nv_dpbh"].csv.encoding == "cp1252"
-    assert all(cfg.business_key == ["license_number"] for cfg in sources.values())
+    assert {sid: cfg.identity.columns for sid, cfg in sources.items()} == {
+        "nv_dpbh": ["Credential Number"],
+        "ok_dhs": ["Type License"],
+        "tx_hhs": ["Operation #"],
+    }
+    assert sources["ok_dhs"].identity.after_last == " - "
 
 
 def test_settings_load():
     s = load_settings(ROOT / "conf")
     assert s.postgres.leads_table == "leads"
+    assert (s.hold.max_removed_share, s.hold.min_rows_ratio) == (0.2, 0.5)
+
+
+@pytest.mark.parametrize("bad", ['leads"; DROP TABLE leads; --', "Leads", "1leads", "a" * 41, "le ads"])
+def test_sql_identifiers_in_settings_are_checked_at_load(tmp_path, bad):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    data = yaml.safe_load((conf / "settings.yaml").read_text())
+    data["postgres"]["leads_table"] = bad
+    (conf / "settings.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"settings\.yaml: postgres\.leads_table: String should match pattern"):
+        load_settings(conf)
+
+
+def test_rules_version_follows_the_rules(tmp_path, sources):
+    tx = sources["tx_hhs"]
+    assert len(tx.rules_version()) == 12
+    assert load_source(_write_variant(tmp_path, lambda d: None)).rules_version() == tx.rules_version()
+    lower = load_source(_write_variant(tmp_path, lambda d: d["fields"][0].update(params={"case": "lower"})))
+    assert lower.rules_version() != tx.rules_version()
 
 
 @pytest.mark.parametrize(
@@ -68,7 +93,9 @@ def _write_variant(tmp_path: Path, mutate) -> Path:
             lambda d: d["fields"][0].update({"from": "Operation Number"}),
             r"fields\[0\]\.from names columns not in 'columns'",
         ),
-        (lambda d: d.update(business_key=["website_address"]), r"business_key names columns no field writes"),
+        (lambda d: d.update(identity={"columns": ["Operation Number"]}), r"identity\.columns not in 'columns'"),
+        (lambda d: d.update(identity={"columns": []}), r"identity\.columns: List should have at least 1 item"),
+        (lambda d: d.update(hold={"max_removed_share": 1.5}), r"hold\.max_removed_share: .*less than or equal to 1"),
         (lambda d: d.update(file_pattern="(Texas"), r"file_pattern: .*not a valid regular expression"),
         (lambda d: d.update(file_pattern="Texas.csv"), r"file_pattern: .*named group \(\?P<date>"),
         (lambda d: d.pop("licensing_authority"), r"licensing_authority: Field required"),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from delta.tables import DeltaTable
 
 from leadpipe.canonical import lead_id_for
 from leadpipe.pipeline import run_weekly
@@ -24,6 +26,7 @@ def pg_lead_ids(db) -> set[str]:
 
 
 def expected_ids(week: dict, part: str = "keys") -> set[str]:
+    """lead_ids from the generator's raw license numbers (Oklahoma writes them after the type)."""
     return {lead_id_for(s, [k]) for s, v in week["sources"].items() for k in v[part]}
 
 
@@ -63,42 +66,66 @@ def test_week1_then_week2_then_replays(spark, sources, settings, db, tmp_path):
     assert again.summary["delivered"] == 0
     assert all((s["new"], s["changed"], s["removed"]) == (0, 0, 0) for s in again.summary["sources"].values())
 
-    # an older snapshot after a newer one is never merged: it would resurrect removed leads
-    stale = run_weekly(spark, sources, w1["input"], wh, db, settings, run_id="week1-late")
-    assert stale.ok
+    # a replay of an applied snapshot is recognised by its files' checksums: not read, nothing committed
+    version = DeltaTable.forPath(spark, f"{wh}/leads").history(1).first().version
+    replay = run_weekly(spark, sources, w1["input"], wh, db, settings, run_id="week1-replay")
+    assert replay.ok, replay.summary
+    assert {(o.source, o.status, o.rows_read) for o in replay.state.snapshots} == {
+        (sid, "already_applied", 0) for sid in w1["sources"]
+    }
+    assert DeltaTable.forPath(spark, f"{wh}/leads").history(1).first().version == version
+
+    # the same applied file name with other bytes is reported, never merged again or ignored
+    changed = tmp_path / "changed"
+    shutil.copytree(w1["input"], changed)
+    texas = next(changed.glob("*Texas DHHS.csv"))
+    texas.write_bytes(texas.read_bytes() + b"999999,,Late Addition,1 MAIN ST,AUSTIN,TX,78701\r\n")
+    again1 = run_weekly(spark, sources, str(changed), wh, db, settings, run_id="week1-changed")
+    assert again1.state.status == "partial" and again1.state.exit_code == 3
+    outcome = {o.source: o for o in again1.state.snapshots}
+    assert outcome["tx_hhs"].status == "changed_after_apply"
+    assert texas.name in outcome["tx_hhs"].message and "run week1" in outcome["tx_hhs"].message
+    assert {outcome["nv_dpbh"].status, outcome["ok_dhs"].status} == {"already_applied"}
+    assert DeltaTable.forPath(spark, f"{wh}/leads").history(1).first().version == version
+
+    # a late file dated between two applied snapshots is never merged: it would resurrect removed
+    # leads; its rows are quarantined as stale_snapshot, and a file no source claims is reported
+    late = tmp_path / "late"
+    late.mkdir()
+    for f in Path(w1["input"]).iterdir():
+        shutil.copy(f, late / f.name.replace("01-05-2024", "01-08-2024"))
+    stray = late / "07-07-2023 Utah DHHS.csv"
+    stray.write_text("a,b\r\n1,2\r\n")
+    stale = run_weekly(spark, sources, str(late), wh, db, settings, run_id="late")
+    assert stale.ok, stale.summary
+    assert [u.rsplit("/", 1)[-1] for u in stale.summary["unmatched_files"]] == [stray.name]
     assert stale.summary["delivered"] == 0
-    for s in stale.summary["sources"].values():
-        assert s["rows_loaded"] == 0
-        assert s["rows_rejected"] == s["rows_read"]
+    for sid, s in stale.summary["sources"].items():
+        assert s["statuses"] == {"2024-01-08": "stale"}
+        assert (s["rows_loaded"], s["rows_rejected"], s["rows_read"]) == (0, w1["sources"][sid]["rows"], s["rows_read"])
         assert set(s["rejected_by_reason"]) == {"stale_snapshot"}
+    assert DeltaTable.forPath(spark, f"{wh}/leads").history(1).first().version == version
     assert pg_lead_ids(db) == expected_ids(w1) | expected_ids(w2, "new")
 
     # nothing read is lost: bronze holds every row, quarantine every rejected one, with a reason
     bronze = spark.read.format("delta").load(f"{wh}/bronze")
-    assert bronze.count() == sum(v["rows"] for w in (w1, w2) for v in w["sources"].values())
+    rows_w1 = sum(v["rows"] for v in w1["sources"].values())
+    assert bronze.count() == sum(v["rows"] for w in (w1, w2) for v in w["sources"].values()) + rows_w1
     quarantine = spark.read.format("delta").load(f"{wh}/quarantine")
     week2_reasons = {r.reason for r in quarantine.filter("snapshot_date = DATE'2024-01-12'").collect()}
     assert week2_reasons == {"malformed_record"}
-    # the late replay of week 1 added its stale rows and kept week 1's own reasons
-    week1 = quarantine.filter("snapshot_date = DATE'2024-01-05'").groupBy("reason").count().collect()
-    rows_w1 = sum(v["rows"] for v in w1["sources"].values())
-    assert {r.reason: r["count"] for r in week1} == {"malformed_record": 1, "stale_snapshot": rows_w1}
+    late_rows = quarantine.filter("snapshot_date = DATE'2024-01-08'").groupBy("reason").count().collect()
+    assert {r.reason: r["count"] for r in late_rows} == {"stale_snapshot": rows_w1}
 
-
-def test_a_run_killed_before_delivery_is_delivered_by_the_next(spark, sources, settings, db, tmp_path):
-    manifest = generate(tmp_path / "sample", weeks=2, providers=30, seed=5)
-    w1, w2 = manifest["weeks"]
-    wh = str(tmp_path / "warehouse")
-    # week 1 merges but never delivers (as if killed between MERGE and delivery)
-    r1 = run_weekly(spark, sources, w1["input"], wh, None, settings, run_id="killed")
-    assert r1.ok and r1.summary["delivered"] == 0
-    # a file no source claims is reported, never silently ignored
-    stray = Path(w2["input"]) / "07-07-2023 Utah DHHS.csv"
-    stray.write_text("a,b\r\n1,2\r\n")
-    r2 = run_weekly(spark, sources, w2["input"], wh, db, settings, run_id="next")
-    assert [u.rsplit("/", 1)[-1] for u in r2.summary["unmatched_files"]] == [stray.name]
-    assert pg_lead_ids(db) == expected_ids(w1) | expected_ids(w2, "new")
-    assert r2.summary["delivered"] == len(expected_ids(w1) | expected_ids(w2, "new"))
+    # the run record: one row per run, with its outcome and the leads it delivered
+    with db.connect() as conn:
+        runs = dict(conn.execute("SELECT run_id, status FROM pipeline_runs").fetchall())
+        delivered = dict(conn.execute("SELECT run_id, delivered FROM pipeline_runs").fetchall())
+    assert runs == {
+        **dict.fromkeys(["week1", "week2", "week2-again", "week1-replay", "late"], "succeeded"),
+        "week1-changed": "partial",
+    }
+    assert delivered["week1"] == len(expected_ids(w1)) and delivered["week2-again"] == 0
 
 
 def test_the_three_real_files_twice(spark, sources, settings, db, tmp_path, real_dir):
@@ -131,12 +158,11 @@ def test_the_three_real_files_twice(spark, sources, settings, db, tmp_path, real
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["status"] == "succeeded"
     assert summary["delivered"] == 0
-    assert {sid: v["rows_read"] for sid, v in summary["sources"].items()} == {
-        "nv_dpbh": 100,
-        "ok_dhs": 50,
-        "tx_hhs": 99,
+    # the replay is recognised from the files' checksums before parsing: nothing read or merged
+    assert {sid: v["statuses"] for sid, v in summary["sources"].items()} == {
+        sid: {"2023-07-07": "already_applied"} for sid in ("nv_dpbh", "ok_dhs", "tx_hhs")
     }
-    assert all(v["new"] == 0 and v["removed"] == 0 for v in summary["sources"].values())
+    assert all(v["rows_read"] == 0 and v["new"] == 0 for v in summary["sources"].values())
     assert "unused-by-trust-auth" not in proc.stderr + proc.stdout  # the password is never logged
     assert len(pg_lead_ids(db)) == 248
 

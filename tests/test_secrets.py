@@ -3,7 +3,7 @@
 import pytest
 
 from leadpipe.postgres import DbTarget
-from leadpipe.report import mask
+from leadpipe.report import mask, mask_sample
 
 
 def test_password_comes_from_pgpassword_never_from_the_url(monkeypatch):
@@ -25,3 +25,11 @@ def test_phone_numbers_and_emails_are_masked():
     assert mask("(209) 747-1797") == "(###) ###-1797"
     assert mask("sylvia@kstreetlearningcenter.com") == "***@kstreetlearningcenter.com"
     assert mask(None) is None
+
+
+def test_person_names_and_street_addresses_are_masked_in_report_samples():
+    assert mask_sample("first_name", "JANEECE") == "J******"
+    assert mask_sample("address1", "150 N. WILLOW ST") == "1** N* W***** S*"
+    assert mask_sample("company", "DOE, JANE DBA TINY TOTS") == "D**, J*** D** T*** T***"
+    assert mask_sample("phone", "362-231-1137") == "###-###-1137"
+    assert mask_sample("license_status", "Provisional") == "Provisional"  # not personal: kept

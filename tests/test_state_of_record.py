@@ -1,0 +1,232 @@
+"""What the job promises around the MERGE: destructive snapshots held, ids that survive rule
+changes, one writer at a time, PostgreSQL outages, and the hardening of what reaches SQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from delta.tables import DeltaTable
+
+from leadpipe import faults
+from leadpipe.config import load_settings, load_sources
+from leadpipe.pipeline import check_run_id, run_weekly
+from leadpipe.postgres import DatabaseUnreachable, DbTarget, EmbeddedPostgres
+from leadpipe.runs import RunLock, RunLocked, lock_key
+from leadpipe.sample import generate
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+TX = "Texas DHHS.csv"
+
+
+def real_week(real_dir: Path, folder: Path, stamp: str, texas_records: int | None = None) -> str:
+    """The three real files under another snapshot date; Texas cut to ``texas_records`` rows."""
+    folder.mkdir(parents=True)
+    for f in real_dir.iterdir():
+        target = folder / f.name.replace("07-07-2023", stamp)
+        if texas_records is not None and f.name.endswith(TX):
+            lines = f.read_bytes().split(b"\r\n")
+            target.write_bytes(b"\r\n".join(lines[: texas_records + 1]) + b"\r\n")
+        else:
+            shutil.copy(f, target)
+    return str(folder)
+
+
+def pg_ids(db) -> set[str]:
+    with db.connect() as conn:
+        return {r[0] for r in conn.execute("SELECT lead_id FROM leads").fetchall()}
+
+
+def test_a_truncated_snapshot_is_held_while_the_others_apply(spark, sources, settings, db, tmp_path, real_dir):
+    wh = str(tmp_path / "wh")
+    first = run_weekly(spark, sources, str(real_dir), wh, db, settings, run_id="full", quality=False)
+    assert first.ok and first.summary["delivered"] == 248
+    # next week: Nevada and Oklahoma as before, Texas cut off after 10 of its 99 records
+    cut = real_week(real_dir, tmp_path / "cut", "07-14-2023", texas_records=10)
+    held = run_weekly(spark, sources, cut, wh, db, settings, run_id="cut", quality=False)
+    assert held.state.status == "partial" and held.state.exit_code == 3
+    outcome = {o.source: o for o in held.state.snapshots}
+    assert outcome["tx_hhs"].status == "held"
+    assert "has 10 row(s), fewer than 50% of the 99 of the applied snapshot 2023-07-07" in outcome["tx_hhs"].message
+    assert "would mark 89 of 99 active lead(s) removed (89.9%, more than 20%)" in outcome["tx_hhs"].message
+    assert "--apply-held tx_hhs" in outcome["tx_hhs"].message
+    assert (outcome["nv_dpbh"].status, outcome["ok_dhs"].status) == ("applied", "applied")
+    leads = spark.read.format("delta").load(f"{wh}/leads")
+    assert leads.filter("source = 'tx_hhs' AND is_active").count() == 99  # nothing removed
+    bronze = spark.read.format("delta").load(f"{wh}/bronze")
+    assert bronze.filter("source = 'tx_hhs' AND snapshot_date = DATE'2023-07-14'").count() == 10  # rows kept
+    with db.connect() as conn:
+        assert conn.execute("SELECT status FROM pipeline_runs WHERE run_id = 'cut'").fetchone()[0] == "partial"
+
+    # the operator looked at the file and applies it on purpose: only Texas is read and merged
+    forced = run_weekly(
+        spark, sources, cut, wh, db, settings, run_id="cut-forced", quality=False, apply_held={"tx_hhs"}
+    )
+    assert forced.ok, forced.summary
+    outcome = {o.source: o for o in forced.state.snapshots}
+    assert outcome["tx_hhs"].status == "applied" and outcome["tx_hhs"].removed == 89
+    assert (outcome["nv_dpbh"].status, outcome["ok_dhs"].status) == ("already_applied", "already_applied")
+    history = DeltaTable.forPath(spark, f"{wh}/leads").history(1).first()
+    assert json.loads(history.userMetadata)["applied_on_purpose"] is True
+
+
+def test_a_rule_change_leaves_every_lead_id_as_it_was(spark, sources, settings, db, tmp_path, real_dir):
+    wh = str(tmp_path / "wh")
+    assert run_weekly(spark, sources, str(real_dir), wh, db, settings, run_id="before", quality=False).ok
+    before = spark.read.format("delta").load(f"{wh}/leads").collect()
+    ids_before = {r.lead_id for r in before}
+    tx_cities = sum(1 for r in before if r.source == "tx_hhs" and r.city and r.city != r.city.title())
+    # change two rules' parameters: Texas cities in title case, and Oklahoma's license split with a
+    # separator that never occurs, so its standardized license_number becomes the whole cell: under
+    # an id taken from the standardized key, every Oklahoma provider would be a new lead
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    for sid, mutate in {
+        "tx_hhs": lambda d: d["fields"][3].update(params={"case": "title"}),
+        "ok_dhs": lambda d: d["fields"][0].update(params={"separator": "/"}),
+    }.items():
+        path = conf / "sources" / f"{sid}.yaml"
+        data = yaml.safe_load(path.read_text())
+        mutate(data)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    changed = load_sources(conf)
+    assert changed["tx_hhs"].rules_version() != sources["tx_hhs"].rules_version()
+    week2 = real_week(real_dir, tmp_path / "w2", "07-14-2023")
+    after = run_weekly(spark, changed, week2, wh, db, settings, run_id="after", quality=False)
+    assert after.ok, after.summary
+    leads = spark.read.format("delta").load(f"{wh}/leads")
+    assert {r.lead_id for r in leads.select("lead_id").collect()} == ids_before
+    tx, ok = after.summary["sources"]["tx_hhs"], after.summary["sources"]["ok_dhs"]
+    assert tx_cities > 90
+    assert (tx["new"], tx["removed"], tx["changed"], tx["restandardized"]) == (0, 0, 0, tx_cities)
+    assert (ok["new"], ok["removed"], ok["changed"], ok["restandardized"]) == (0, 0, 0, 49)
+    assert (after.summary["sources"]["nv_dpbh"]["restandardized"], after.summary["sources"]["nv_dpbh"]["new"]) == (0, 0)
+    outcome = {o.source: o for o in after.state.snapshots}
+    assert outcome["tx_hhs"].rules_changed_from == sources["tx_hhs"].rules_version()
+    assert "rules changed" in outcome["tx_hhs"].message and outcome["nv_dpbh"].rules_changed_from is None
+    assert after.summary["delivered"] == 0 and len(pg_ids(db)) == 248
+    ok_numbers = {r.license_number for r in leads.filter("source = 'ok_dhs'").select("license_number").collect()}
+    assert all(" - " in n for n in ok_numbers)  # the rule did change its output
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock(spark, sources, settings, db, tmp_path):
+    manifest = generate(tmp_path / "sample", weeks=1, providers=15, seed=3)
+    wh = str(tmp_path / "wh")
+    holder = RunLock(db, "file:" + wh + "/")  # another spelling of the same warehouse
+    holder.acquire("the-weekly-run")
+    try:
+        with pytest.raises(RunLocked, match=r"another run holds the lock on warehouse"):
+            run_weekly(spark, sources, manifest["weeks"][0]["input"], wh, db, settings, run_id="manual")
+        # the job's command line: exit status 4 and a JSON summary saying so
+        env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        url = f"postgresql://{db.user}@{db.host}:{db.port}/{db.dbname}"
+        cmd = [sys.executable, "jobs/weekly_leads.py", "--input", manifest["weeks"][0]["input"], "--warehouse", wh]
+        proc = subprocess.run(
+            [*cmd, "--db-url", url, "--master", "local[1]"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 4, proc.stderr[-2000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["status"] == "locked" and "another run holds the lock" in summary["errors"][0]
+    finally:
+        holder.release()
+    assert not DeltaTable.isDeltaTable(spark, f"{wh}/leads")  # the refused runs wrote nothing
+    done = run_weekly(spark, sources, manifest["weeks"][0]["input"], wh, db, settings, run_id="after-release")
+    assert done.ok, done.summary
+    assert lock_key("s3a://b/wh/") == lock_key("s3://b/wh")
+
+
+def test_postgres_down_after_the_merge_fails_cleanly_and_the_next_run_catches_up(spark, sources, tmp_path):
+    server = EmbeddedPostgres(Path("/tmp") / f"leadpipe-down-{tmp_path.name}")
+    target = server.start()
+    conf_settings = load_settings(ROOT / "conf").model_copy(
+        update={
+            "postgres": load_settings(ROOT / "conf").postgres.model_copy(
+                update={"connect_attempts": 3, "retry_backoff_seconds": 0.2}
+            )
+        }
+    )
+    try:
+        manifest = generate(tmp_path / "sample", weeks=2, providers=30, seed=9)
+        w1, w2 = manifest["weeks"]
+        wh = str(tmp_path / "wh")
+        assert run_weekly(spark, sources, w1["input"], wh, target, conf_settings, run_id="w1", quality=False).ok
+        merges = []
+
+        def stop_after_third_merge() -> None:  # the real server goes away once week 2 is committed
+            merges.append(1)
+            if len(merges) == 3:
+                server.stop(mode="immediate")
+
+        faults.on("after_merge", stop_after_third_merge)
+        try:
+            down = run_weekly(spark, sources, w2["input"], wh, target, conf_settings, run_id="w2", quality=False)
+        finally:
+            faults.clear()
+        assert down.state.status == "failed" and down.state.exit_code == 1
+        assert [o.status for o in down.state.snapshots] == ["applied"] * 3  # the MERGEs stay committed
+        assert any("unreachable after 3 attempt(s)" in e for e in down.state.errors), down.state.errors
+        with pytest.raises(DatabaseUnreachable):
+            target.with_retries(1, 0).connect()
+
+        server = EmbeddedPostgres(server.data_dir, port=target.port)
+        server.start()
+        again = run_weekly(spark, sources, w2["input"], wh, target, conf_settings, run_id="w2-again", quality=False)
+        assert again.ok, again.summary
+        assert {o.status for o in again.state.snapshots} == {"already_applied"}
+        new_in_w2 = sum(len(v["new"]) for v in w2["sources"].values())
+        assert again.summary["delivered"] == new_in_w2
+        with target.connect() as conn:
+            runs = dict(conn.execute("SELECT run_id, status FROM pipeline_runs").fetchall())
+        assert runs == {"w1": "succeeded", "w2": "abandoned", "w2-again": "succeeded"}
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def test_run_ids_are_validated_and_bad_usage_exits_2_with_a_summary(tmp_path):
+    assert check_run_id("20261126T120000Z-ab12cd34") == "20261126T120000Z-ab12cd34"
+    for bad in ("x'; DROP TABLE leads; --", "", "-leading-dash", "a" * 65, "has space"):
+        with pytest.raises(ValueError, match="run id"):
+            check_run_id(bad)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    for args in (["--run-id", "x'; drop"], ["--apply-held", "zz_none"], ["--bogus-flag"]):
+        proc = subprocess.run(
+            [sys.executable, "jobs/weekly_leads.py", "--input", str(tmp_path), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2, (args, proc.stderr[-1000:])
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "usage_error"
+
+
+def test_tls_parameters_reach_the_server(db):
+    target = DbTarget.from_url(f"postgresql://{db.user}@{db.host}:{db.port}/{db.dbname}?sslmode=require")
+    assert target.jdbc_url.endswith(f"/{db.dbname}?sslmode=require")
+    with pytest.raises(DatabaseUnreachable, match="SSL"):  # the test server has no TLS: libpq got the mode
+        target.connect()
+    with pytest.raises(ValueError, match="unsupported parameter"):
+        DbTarget.from_url("postgresql://u@h/db?options=-c%20search_path%3Devil")
+    with pytest.raises(ValueError, match="sslmode"):
+        DbTarget.from_url("postgresql://u@h/db?sslmode=sometimes")
+
+
+def test_the_lock_goes_with_its_connection(db):
+    """A session-level advisory lock is released by the server when its connection closes (the
+    kill tests show the same for a SIGKILLed run: the next run takes the lock)."""
+    first = RunLock(db, "/wh/x")
+    first.acquire("a")
+    first.conn.close()  # the process holding it died: its connection closed
+    second = RunLock(db, "/wh/x")
+    second.acquire("b")
+    assert second.check("b") is True
+    second.release()
