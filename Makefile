@@ -16,7 +16,7 @@ REAL_DATA := $(firstword $(wildcard ../shared/data/exercise-2023-07-07) tests/da
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv jars sample run quality test lint format clean
+.PHONY: help venv jars sample run quality browsers test lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
@@ -56,7 +56,10 @@ format: $(INSTALLED) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(INSTALLED) $(JARS) lint ## lint, then every test (starts its own Spark and PostgreSQL)
+browsers: ## install Debian's chromium for the browser tests when it is missing
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: $(INSTALLED) $(JARS) browsers lint ## lint, then every test (starts its own Spark and PostgreSQL)
 	$(BIN)/pytest
 
 clean: ## remove the venv, jars and local data (.local)

@@ -22,6 +22,8 @@ RUNTIME = [
     "pandas==2.3.3",
     "pyarrow==21.0.0",
     "numpy==2.3.5",
+    "jinja2==3.1.6",
+    "matplotlib==3.11.2",
 ]
 
 DEV = [
@@ -29,6 +31,7 @@ DEV = [
     "chispa==0.12.0",
     "moto[server]==5.2.5",
     "ruff==0.17.6",
+    "playwright==1.65.2",
 ]
 
 setup(
@@ -38,6 +41,7 @@ setup(
     python_requires=">=3.11,<3.12",
     package_dir={"leadpipe": "lib"},
     packages=["leadpipe"],
+    package_data={"leadpipe": ["templates/*.j2"]},
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
     entry_points={

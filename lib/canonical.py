@@ -10,6 +10,7 @@ its original values in ``raw`` (a map of source column -> value) and the rule fa
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
@@ -107,6 +108,9 @@ _NULL_MARK = "\u2400"  # stands for NULL inside the hash, so NULL and '' differ
 #: Values that mean "no key here": a row whose identity is one of these has no lead_id.
 #: Frozen with the normalization below (changing either would change lead_ids).
 IDENTITY_BLANKS = ("", "N/A", "NA", "N.A.", "NONE", "NULL", "UNKNOWN", "-", "--", "?", "NOT AVAILABLE")
+#: White space for identity, spelled out so that Java's regex (Spark) and Python's agree:
+#: ASCII blanks plus the Unicode spaces exports carry (no-break, en/em, ideographic, BOM).
+IDENTITY_SPACE = r"[\t\n\x0b\x0c\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+"
 _KEY_SEPARATOR = "\u001f"
 
 
@@ -121,7 +125,7 @@ def identity_value(raw: Column, after_last: str | None = None) -> Column:
     v = raw
     if after_last:
         v = F.substring_index(v, after_last, -1)
-    v = F.upper(F.trim(F.regexp_replace(v, r"\s+", " ")))
+    v = F.upper(F.trim(F.regexp_replace(v, IDENTITY_SPACE, " ")))
     return F.when(v.isin(*IDENTITY_BLANKS) | v.isNull(), F.lit(None)).otherwise(v)
 
 
@@ -140,7 +144,7 @@ def identity_value_py(raw: str | None, after_last: str | None = None) -> str | N
     if raw is None:
         return None
     v = raw.rsplit(after_last, 1)[-1] if after_last else raw
-    v = " ".join(v.split()).upper()
+    v = re.sub(IDENTITY_SPACE, " ", v).strip(" ").upper()
     return None if v in IDENTITY_BLANKS else v
 
 

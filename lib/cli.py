@@ -86,6 +86,11 @@ def weekly_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--conf-dir", help="configuration folder with sources/*.yaml and settings.yaml (default: ./conf)")
     p.add_argument(
+        "--reports",
+        help="folder for the run's report (index.html, new_leads.csv under <run date>/<run id>/); default: "
+        "settings 'reports', else reports/ beside the warehouse",
+    )
+    p.add_argument(
         "--run-id",
         help="id of this run: 1-64 letters, digits, . _ : - (default: UTC time + random suffix). A retry may "
         "reuse its run id: pipeline_runs counts the attempts",
@@ -131,7 +136,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
     from leadpipe.runs import RunLocked
     from leadpipe.state import RunSummary
 
-    state = RunSummary(args.run_id or new_run_id(), input=args.input)
+    state = RunSummary(new_run_id() if args.run_id is None else args.run_id, input=args.input)
     try:
         check_run_id(state.run_id)
         conf_dir = resolve_conf_dir(args.conf_dir)
@@ -140,6 +145,11 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.apply_held) - set(sources))
         if unknown:
             raise ConfigError(f"--apply-held names unknown source(s) {unknown}; sources: {sorted(sources)}")
+        db_url = args.db_url or settings.postgres.url
+        if db_url:
+            from leadpipe.postgres import DbTarget
+
+            DbTarget.from_url(db_url)  # a malformed URL is bad usage: refused before anything starts
         state.warehouse = warehouse = _project_path(args.warehouse or settings.warehouse)
         state.input = input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
     except (ConfigError, ValueError) as exc:
@@ -157,7 +167,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
             jars_dir=_project_path(settings.jars_dir),
             log_level=settings.spark_log_level,
         )
-        with database(args.db_url or settings.postgres.url, settings) as db:
+        with database(db_url, settings) as db:
             log.info("deliver: target %s", db)
             result = run_weekly(
                 spark,
@@ -169,6 +179,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
                 run_id=state.run_id,
                 quality=not args.no_quality,
                 apply_held=frozenset(args.apply_held),
+                reports=_project_path(args.reports) if args.reports else None,
             )
         state = result.state
         if result.quality:
@@ -267,6 +278,13 @@ def show_main(argv: list[str] | None = None) -> int:
         print(f"{total} lead(s) in {db}; the newest {args.limit}:")
         for row in cur.fetchall():
             print("  " + " | ".join(f"{n}={v}" for n, v in zip(names, row, strict=True) if v is not None))
+        report = conn.execute(
+            sql.SQL("SELECT report FROM {} WHERE report IS NOT NULL ORDER BY started_at DESC LIMIT 1").format(
+                sql.Identifier(settings.postgres.schema_, "pipeline_runs")
+            )
+        ).fetchone()
+    if report:
+        print(f"the newest run's report (open it in a browser): {report[0]}")
     return 0
 
 

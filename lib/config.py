@@ -184,7 +184,7 @@ class SourceConfig(_Strict):
 
     @property
     def key_columns(self) -> list[str]:
-        """Source columns a row needs to be a lead: identity plus ``required_columns``."""
+        """Source columns a file must have: identity plus ``required_columns``."""
         return list(dict.fromkeys([*self.identity.columns, *self.required_columns]))
 
     def rules_version(self) -> str:
@@ -201,16 +201,17 @@ class SourceConfig(_Strict):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-#: SQL identifiers from settings: lower-case, no quoting tricks, within PostgreSQL's 63 bytes
-#: (less room for the ``_stage_...`` suffix of the delivery staging table).
-SQL_IDENTIFIER = r"^[a-z_][a-z0-9_]{0,39}$"
+#: SQL identifiers from settings: lower-case, no quoting tricks, within PostgreSQL's 63 bytes;
+#: the leads table leaves room for the 28-byte ``_stage_<8>_<12>`` suffix of its staging tables.
+SQL_IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
+SQL_TABLE = r"^[a-z_][a-z0-9_]{0,34}$"
 
 
 class PostgresSettings(_Strict):
     url: str | None = None
     embedded_dir: str = ".local/postgres"
     schema_: str = Field("public", alias="schema", pattern=SQL_IDENTIFIER)
-    leads_table: str = Field("leads", pattern=SQL_IDENTIFIER)
+    leads_table: str = Field("leads", pattern=SQL_TABLE)
     connect_attempts: int = Field(4, ge=1, le=20)  # bounded retries when the server is unreachable
     retry_backoff_seconds: float = Field(2.0, ge=0, le=60)  # doubles after every failed attempt
 
@@ -219,6 +220,7 @@ class Settings(_Strict):
     """Environment settings (conf/settings.yaml): where things live and how Spark runs."""
 
     warehouse: str = ".local/warehouse"
+    reports: str | None = None  # None: reports/ beside the warehouse
     jars_dir: str = "jars"
     spark: dict[str, str] = Field(default_factory=dict)
     spark_log_level: str = Field("WARN", pattern="^(ALL|DEBUG|INFO|WARN|ERROR|FATAL|OFF)$")

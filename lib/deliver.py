@@ -36,7 +36,8 @@ from leadpipe import faults
 from leadpipe.canonical import LEAD_SCHEMA
 from leadpipe.merge import change_feed
 from leadpipe.postgres import DbTarget
-from leadpipe.runs import ensure_run_table
+from leadpipe.run_report import ensure_views
+from leadpipe.runs import RUNS_TABLE, ensure_run_table
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,15 @@ PG_TYPES = {
 LEDGER = "lead_deliveries"
 
 
+class StagingIncomplete(RuntimeError):
+    """The staging table lacks rows that were written to it (the server lost its UNLOGGED
+    contents in a crash or restart): nothing is published; the next run stages again."""
+
+
 @dataclass
 class Delivery:
     delivered: int
     versions: tuple[int, int] | None  # (first, last) Delta versions covered, None when up to date
-    staged: int = 0
 
 
 def _name(schema: str, table: str) -> sql.Composed:
@@ -81,7 +86,8 @@ def ledger_ddl(schema: str) -> sql.Composed:
 
 
 def ensure_tables(db: DbTarget, schema: str = "public", table: str = "leads") -> None:
-    """Create the schema, the leads table, the ledger and ``pipeline_runs`` when absent."""
+    """Create the schema, the leads table, the ledger and ``pipeline_runs`` when absent, and
+    (re)create the dashboard views (run_report.py)."""
     with db.connect(autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('leadpipe-ddl'))")
         try:
@@ -89,6 +95,7 @@ def ensure_tables(db: DbTarget, schema: str = "public", table: str = "leads") ->
             conn.execute(leads_ddl(schema, table))
             conn.execute(ledger_ddl(schema))
             ensure_run_table(conn, schema)
+            ensure_views(conn, schema, table)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext('leadpipe-ddl'))")
 
@@ -98,12 +105,6 @@ def _max_delivered(conn, schema: str, table_id: str) -> int | None:
         sql.SQL("SELECT max(version) FROM {} WHERE table_id = %s").format(_name(schema, LEDGER)), (table_id,)
     ).fetchone()
     return None if row[0] is None else int(row[0])
-
-
-def last_delivered(db: DbTarget, table_id: str, schema: str = "public") -> int | None:
-    """The newest Delta version of ``table_id`` already in PostgreSQL, None when none is."""
-    with db.connect() as conn:
-        return _max_delivered(conn, schema, table_id)
 
 
 def inserted_leads(spark: SparkSession, path: str, first: int, last: int) -> DataFrame:
@@ -180,7 +181,7 @@ def deliver(
         )
     if dying:  # the write finished before the watcher saw a row: still nothing published
         faults.die("during_staging")
-    delivered = _publish(db, schema, table, stage, table_id, first, current, run_id)
+    delivered = _publish(db, schema, table, stage, table_id, first, current, run_id, staged)
     faults.reach("after_pg_commit")
     log.info(
         "deliver: versions %d..%d of %s: %d inserted lead(s) staged, %d delivered to %s.%s",
@@ -192,12 +193,14 @@ def deliver(
         schema,
         table,
     )
-    return Delivery(delivered, (first, current), staged)
+    return Delivery(delivered, (first, current))
 
 
 def _publish(
-    db: DbTarget, schema: str, table: str, stage: str, table_id: str, first: int, last: int, run_id: str
+    db: DbTarget, schema: str, table: str, stage: str, table_id: str, first: int, last: int, run_id: str, staged: int
 ) -> int:
+    """The one delivery transaction (see the module doc). ``staged``: the distinct leads written
+    to the stage; fewer found there (an UNLOGGED table is emptied by a server crash) aborts it."""
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*LEAD_SCHEMA.fieldNames(), "run_id"])
     with db.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"leadpipe-deliver-{table_id}",))
@@ -206,6 +209,14 @@ def _publish(
             log.info("deliver: another run delivered up to version %d meanwhile", done)
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_name(schema, stage)))
             return 0
+        found = conn.execute(sql.SQL("SELECT count(DISTINCT lead_id) FROM {}").format(_name(schema, stage))).fetchone()[
+            0
+        ]
+        if found != staged:
+            raise StagingIncomplete(
+                f"staging table {schema}.{stage} holds {found} of the {staged} lead(s) written to it (was the "
+                "server restarted?); nothing published: the next run stages them again"
+            )
         cur = conn.execute(
             sql.SQL(
                 "INSERT INTO {} ({}) SELECT {} FROM {} WHERE lead_id IS NOT NULL ON CONFLICT (lead_id) DO NOTHING"
@@ -220,7 +231,7 @@ def _publish(
         )
         conn.execute(
             sql.SQL("UPDATE {} SET delivered = coalesce(delivered, 0) + %s WHERE run_id = %s").format(
-                _name(schema, "pipeline_runs")
+                _name(schema, RUNS_TABLE)
             ),
             (delivered, run_id),
         )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -81,12 +82,22 @@ TABLE_PROPERTIES = {
 APP_ID_PREFIX = "leadpipe:"
 COUNT_KINDS = ("new", "changed", "returned", "restandardized", "removed", "unchanged")
 
-# A matched lead is rewritten only when its standardized business fields changed or it is back.
-CHANGED = "t.record_hash <> s.record_hash OR NOT t.is_active"
+# A matched lead is rewritten when its standardized business fields changed, it is back, or the
+# agency's raw values or the rules that read them changed (so raw, raw_hash and rules_version on
+# every lead stay those of its latest snapshot). The last kind, ``refreshed``, is no change to
+# report: it is counted as unchanged.
+CHANGED = (
+    f"t.record_hash <> s.record_hash OR NOT t.is_active OR t.{RAW_HASH_COLUMN} <> s.{RAW_HASH_COLUMN} "
+    f"OR t.{RULES_VERSION_COLUMN} <> s.{RULES_VERSION_COLUMN}"
+)
 LAST_CHANGE = (
-    "CASE WHEN NOT t.is_active THEN 'returned' "
+    "CASE WHEN NOT t.is_active THEN 'returned' WHEN t.record_hash = s.record_hash THEN 'refreshed' "
     f"WHEN t.{RAW_HASH_COLUMN} = s.{RAW_HASH_COLUMN} THEN 'restandardized' ELSE 'changed' END"
 )
+
+
+#: Delta's optimistic-concurrency conflicts: nothing was committed, the same transaction may retry.
+CONFLICT = re.compile(r"\b(?:io\.delta\.exceptions\.Concurrent\w+Exception|DELTA_CONCURRENT_\w+)")
 
 
 class DeltaConflictError(RuntimeError):
@@ -140,11 +151,21 @@ class MergeResult:
 
 
 def ensure_leads_table(spark: SparkSession, path: str) -> DeltaTable:
-    """Create the leads table when absent (idempotent: concurrent creators converge)."""
+    """Create the leads table when absent (idempotent: concurrent creators converge); check that
+    an existing one has every column this version writes."""
+    if DeltaTable.isDeltaTable(spark, path):
+        table = DeltaTable.forPath(spark, path)
+        _check_columns(table, path)
+        return table
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(LEADS_TABLE_SCHEMA).partitionedBy("source")
     for k, v in TABLE_PROPERTIES.items():
         builder = builder.property(k, v)
     table = builder.execute()
+    _check_columns(table, path)
+    return table
+
+
+def _check_columns(table: DeltaTable, path: str) -> None:
     have = set(table.toDF().columns)
     missing = [c for c in LEADS_TABLE_SCHEMA.fieldNames() if c not in have]
     if missing:
@@ -152,7 +173,6 @@ def ensure_leads_table(spark: SparkSession, path: str) -> DeltaTable:
             f"{path}: the leads table lacks column(s) {missing}: it was made by an older version of this job. "
             "Rebuild it from bronze or point --warehouse at a new location."
         )
-    return table
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
@@ -260,12 +280,11 @@ def merge_source_snapshot(
         "spark.databricks.delta.write.txnVersion": str(txn_version(snapshot_date)),
         "spark.databricks.delta.commitInfo.userMetadata": json.dumps(commit_meta, default=str),
     }
-    before = _current_version(table)
     for attempt in range(1, attempts + 1):
         for k, v in conf.items():
             spark.conf.set(k, v)
         try:
-            (
+            metrics = (
                 table.alias("t")
                 .merge(src.alias("s"), f"t.source = '{source}' AND t.lead_id = s.lead_id")
                 .whenMatchedUpdate(condition=CHANGED, set=update_set)
@@ -280,11 +299,12 @@ def merge_source_snapshot(
                     },
                 )
                 .execute()
+                .collect()
             )
             break
         except Exception as exc:  # py4j wraps Delta's io.delta.exceptions.Concurrent*Exception
             text = str(exc)
-            if "Concurrent" not in text and "DELTA_CONCURRENT" not in text:
+            if not CONFLICT.search(text):
                 raise
             if attempt == attempts:
                 raise DeltaConflictError(
@@ -296,10 +316,10 @@ def merge_source_snapshot(
         finally:
             for k in conf:
                 spark.conf.unset(k)
-    version = _commit_of(table, before, source, snapshot_date, run_id)
-    if version is None:
+    if not metrics:  # Delta skipped the MERGE: its transaction id is already in the table
         log.info("merge: %s %s is already in %s; nothing committed", source, snapshot_date, path)
         return MergeResult(None, dict.fromkeys(COUNT_KINDS, 0))
+    version = _commit_of(table, source, snapshot_date, run_id)
     counts = change_counts(spark, path, version)
     counts["unchanged"] = int(metadata.get("rows_loaded", 0)) - sum(
         counts[k] for k in ("new", "changed", "returned", "restandardized")
@@ -308,14 +328,10 @@ def merge_source_snapshot(
     return MergeResult(version, counts)
 
 
-def _current_version(table: DeltaTable) -> int:
-    return int(table.history(1).select("version").first()["version"])
-
-
-def _commit_of(table: DeltaTable, after: int, source: str, snapshot_date: date, run_id: str) -> int | None:
-    """The version this MERGE committed (newer than ``after``, with its metadata), else None."""
-    hist = table.history(20).filter((F.col("version") > after) & (F.col("operation") == "MERGE"))
-    for row in hist.select("version", "userMetadata").orderBy(F.col("version").desc()).collect():
+def _commit_of(table: DeltaTable, source: str, snapshot_date: date, run_id: str) -> int:
+    """The version of the MERGE commit just made (the newest with its metadata)."""
+    hist = table.history(20).filter(F.col("operation") == "MERGE")
+    for row in hist.select("version", "userMetadata").collect():  # newest first
         meta = _metadata(row.userMetadata) or {}
         if (meta.get("source"), meta.get("snapshot_date"), meta.get("run_id")) == (
             source,
@@ -323,7 +339,7 @@ def _commit_of(table: DeltaTable, after: int, source: str, snapshot_date: date, 
             run_id,
         ):
             return int(row.version)
-    return None
+    raise RuntimeError(f"MERGE of {source} {snapshot_date} ran but its commit is not in the table's history")
 
 
 def change_feed(spark: SparkSession, path: str, first: int, last: int) -> DataFrame:
@@ -342,5 +358,6 @@ def change_counts(spark: SparkSession, path: str, version: int) -> dict[str, int
     counts = dict.fromkeys(COUNT_KINDS, 0)
     feed = change_feed(spark, path, version, version).filter(F.col("_change_type").isin("insert", "update_postimage"))
     for r in feed.groupBy("last_change").count().collect():
-        counts[r.last_change] = int(r["count"])
+        if r.last_change in counts:  # "refreshed" rows are no change: they stay in "unchanged"
+            counts[r.last_change] = int(r["count"])
     return counts

@@ -58,7 +58,8 @@ from leadpipe.merge import (
 from leadpipe.postgres import DbTarget
 from leadpipe.read import SchemaDriftError, read_source
 from leadpipe.report import field_quality
-from leadpipe.runs import RunLock, RunRecord
+from leadpipe.run_report import default_reports_location, publish, report_fields
+from leadpipe.runs import RunLock, RunLocked, RunRecord
 from leadpipe.session import RULES_PLAN_CONF, session_conf
 from leadpipe.state import (
     ALREADY_APPLIED,
@@ -118,6 +119,9 @@ class Run:
     quality: bool = True
     quality_entries: list[dict[str, Any]] = field(default_factory=list)
     lock: RunLock | None = None
+    reports: str | None = None  # where the run's report goes (None: no report)
+    blocked: dict[str, str] = field(default_factory=dict)  # source -> its snapshot held or failed in this run
+    forced: set[str] = field(default_factory=set)  # sources applied on purpose (--apply-held)
 
 
 def run_weekly(
@@ -130,10 +134,13 @@ def run_weekly(
     run_id: str | None = None,
     quality: bool = True,
     apply_held: frozenset[str] | set[str] | tuple[str, ...] = frozenset(),
+    reports: str | None = None,
 ) -> RunResult:
     """Run the weekly job on every snapshot in ``input_uri``; never raises for a run-time
     failure (the summary says what happened), only :class:`leadpipe.runs.RunLocked` when
-    another run holds the warehouse and ``ValueError`` for a bad run id or source name."""
+    another run holds the warehouse and ``ValueError`` for a bad run id or source name.
+    ``reports``: folder of the run reports (default: settings ``reports``, else ``reports/``
+    beside the warehouse); written when there is a database to read the delivered leads from."""
     run_id = check_run_id(run_id or new_run_id())
     unknown = sorted(set(apply_held) - set(sources))
     if unknown:
@@ -149,10 +156,21 @@ def run_weekly(
         state=RunSummary(run_id, input=input_uri, warehouse=warehouse),
         apply_held=frozenset(apply_held),
         quality=quality,
+        reports=reports or settings.reports or (None if "://" in warehouse else default_reports_location(warehouse)),
     )
     record = RunRecord(db, settings.postgres.schema_) if db is not None else None
     if db is not None:
-        take_lock(run, record)  # raises RunLocked: nothing else has happened
+        try:
+            take_lock(run, record)
+        except RunLocked:
+            raise  # nothing else has happened
+        except Exception as exc:  # PostgreSQL unreachable or refusing: nothing started, nothing to record
+            log.error("lock: %s", _first_line(exc))
+            if run.lock is not None:
+                run.lock.release()
+            run.state.fail(f"could not start: {type(exc).__name__}: {_first_line(exc)}")
+            run.state.finish()
+            return RunResult(run.state)
     try:
         found = discover(spark, input_uri, sources)
         run.state.unmatched_files = found.unmatched
@@ -162,6 +180,8 @@ def run_weekly(
         for snapshot_date, files_by_source in found.by_date().items():
             apply_snapshot_date(run, snapshot_date, files_by_source)
         deliver_backlog(run)
+        for sid in sorted(run.apply_held - run.forced):
+            run.state.warnings.append(f"--apply-held {sid}: no snapshot of {sid} was held in this run; nothing forced")
     except Exception as exc:  # the summary says what happened; the traceback goes to the log
         log.exception("run %s failed", run_id)
         run.state.fail(f"{type(exc).__name__}: {_first_line(exc)}")
@@ -181,14 +201,20 @@ def take_lock(run: Run, record: RunRecord) -> None:
     record.start(run.lock.conn, run.state.run_id, run.wh.root, run.state.input)
 
 
-def hold_lock(run: Run) -> None:
-    """Before a write: make sure the run still holds its lock (see runs.RunLock.check)."""
-    if run.lock is not None and not run.lock.check(run.state.run_id):
-        run.applied = read_applied_state(run.spark, run.wh.leads)  # another run may have written meanwhile
+def hold_lock(run: Run) -> bool:
+    """Before a write: make sure the run still holds its lock (see runs.RunLock.check). False
+    when the lock was lost and taken again: the leads table's state is re-read (another run may
+    have written meanwhile) and the caller re-plans."""
+    if run.lock is None or run.lock.check(run.state.run_id):
+        return True
+    run.applied = read_applied_state(run.spark, run.wh.leads)
+    return False
 
 
 def finish(run: Run, record: RunRecord | None) -> None:
     run.state.finish()
+    if record is not None and run.reports:
+        write_run_report(run)
     log.info(
         "report: run %s %s; delivered %d lead(s); %s",
         run.state.run_id,
@@ -206,6 +232,18 @@ def finish(run: Run, record: RunRecord | None) -> None:
             run.lock.release()
 
 
+def write_run_report(run: Run) -> None:
+    """The report people read (run_report.py); a failure to write it is a warning, not a failed run."""
+    pg = run.settings.postgres
+    try:
+        files = publish(run.db, pg.schema_, pg.leads_table, run.state, run.reports)
+    except Exception as exc:
+        log.warning("report: not written: %s", _first_line(exc))
+        run.state.warnings.append(f"report not written: {type(exc).__name__}: {_first_line(exc)}")
+        return
+    run.state.report = report_fields(files)
+
+
 # -- 2. each snapshot applied once: the plan -------------------------------------------------
 
 
@@ -215,6 +253,9 @@ def plan(run: Run, source: str, snapshot_date: date, files: list[SnapshotFile]) 
     o = SnapshotOutcome(source, snapshot_date, [f.uri for f in files])
     latest = run.applied.latest.get(source)
     if latest is None or snapshot_date > latest:
+        if source in run.blocked:  # applying a newer snapshot would make the blocked one unappliable
+            o.status = HELD
+            o.message = f"{source} {snapshot_date} held: {run.blocked[source]}; it waits until that one is resolved"
         return o
     done = run.applied.applied.get((source, snapshot_date))
     mine = {(f.name, f.size, f.checksum) for f in files}
@@ -241,7 +282,7 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
     to quarantine them), write bronze and quarantine, then hold-check and MERGE each source."""
     outcomes = {sid: plan(run, sid, snapshot_date, files) for sid, files in files_by_source.items()}
     for o in outcomes.values():
-        if o.status in (ALREADY_APPLIED, CHANGED_AFTER_APPLY):
+        if o.status in (ALREADY_APPLIED, CHANGED_AFTER_APPLY, HELD):
             log.info("plan: %s %s %s: not read", o.source, snapshot_date, o.status)
             run.state.record(o)
     to_read = {sid: files for sid, files in files_by_source.items() if outcomes[sid].status in ("", STALE)}
@@ -250,6 +291,7 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
     canonical, cfgs, read_failures = map_snapshot(run.spark, run.sources, to_read, snapshot_date)
     for sid, message in read_failures.items():
         outcomes[sid].status, outcomes[sid].message = FAILED, message
+        run.blocked[sid] = f"its snapshot {snapshot_date} failed"
         run.state.record(outcomes[sid])
     if canonical is None:
         return
@@ -265,15 +307,26 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
         faults.reach("after_read")
         write_derived(run, tagged, cfgs, snapshot_date, list(stale))
         faults.reach("after_bronze")
-        for cfg in cfgs:
+        for i, cfg in enumerate(cfgs):
             o = outcomes[cfg.id]
             if o.status != STALE:
                 try:
                     merge_one(run, cfg, o, leads_of(tagged.filter(F.col("source") == cfg.id)), files_by_source[cfg.id])
                 except DeltaConflictError as exc:  # this source failed; the others go on
                     o.status, o.message = FAILED, str(exc)
+                except Exception as exc:  # the run stops here: say so for this source and the rest
+                    o.status, o.message = FAILED, f"{cfg.id} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
+                    run.state.record(o)
+                    for rest in cfgs[i + 1 :]:
+                        r = outcomes[rest.id]
+                        r.status = r.status or FAILED
+                        r.message = r.message or f"{rest.id} {snapshot_date}: not merged: the run stopped at {cfg.id}"
+                        run.state.record(r)
+                    raise
             elif o.message is None:
                 o.message = f"{cfg.id}: {stale[cfg.id]}; its {o.rows_read} row(s) are quarantined as stale_snapshot"
+            if o.status in (HELD, FAILED):
+                run.blocked.setdefault(cfg.id, f"its snapshot {snapshot_date} was {o.status}")
             run.state.record(o)
     finally:
         tagged.unpersist()
@@ -364,7 +417,7 @@ def hold_reason(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFram
             f"has {o.rows_read} row(s), fewer than {rules.min_rows_ratio:.0%} of the {previous.rows_read} "
             f"of the applied snapshot {previous.snapshot_date}"
         )
-    if rules.max_removed_share is not None and table_exists(run.spark, run.wh.leads):
+    if rules.max_removed_share is not None and cfg.id in run.applied.latest:  # else it has no leads yet
         active, removed = active_and_removed(run.spark, run.wh.leads, valid, cfg.id)
         if active and removed / active > rules.max_removed_share:
             reasons.append(
@@ -378,6 +431,8 @@ def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame,
     """Hold-check, then MERGE one source's valid rows with the commit's record of what it applies."""
     sid, d = cfg.id, o.snapshot_date
     o.rules_version = cfg.rules_version()
+    if not hold_lock(run) and _replanned(run, o, files):
+        return
     if o.rows_loaded == 0:
         o.status = FAILED
         o.message = f"{sid} {d}: no valid row; not merged (a full-refresh MERGE of nothing would remove every lead)"
@@ -393,6 +448,7 @@ def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame,
         log.warning("hold: %s", o.message)
         return
     if forced:
+        run.forced.add(sid)
         log.warning("hold: %s %s %s; applied on purpose (--apply-held %s)", sid, d, why, sid)
     metadata = {
         "rules_version": o.rules_version,
@@ -402,31 +458,56 @@ def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame,
         "rows_rejected": o.rows_rejected,
         "applied_on_purpose": forced,
     }
-    hold_lock(run)
+    if not hold_lock(run) and _replanned(run, o, files):
+        return
     previous = run.applied.previous(sid)
     result = merge_source_snapshot(
         run.spark, run.wh.leads, valid, sid, d, run.state.run_id, metadata, run.settings.delta_commit_attempts
     )
-    if result.skipped:  # another writer applied it between the plan and the commit
-        o.status = ALREADY_APPLIED
+    if result.skipped:  # another writer applied this or a newer snapshot between the plan and the commit
+        run.applied = read_applied_state(run.spark, run.wh.leads)
+        if not _replanned(run, o, files):
+            o.status, o.message = (
+                FAILED,
+                f"{sid} {d}: Delta refused the MERGE as already applied; see the table history",
+            )
         return
     o.status = APPLIED
     o.leads_version = result.version
     for kind, n in result.counts.items():
         setattr(o, kind, n)
+    notes = []
+    if forced:
+        notes.append(f"{sid} {d}: applied on purpose although it {why}")
     if previous is not None and previous.rules_version and previous.rules_version != o.rules_version:
         o.rules_changed_from = previous.rules_version
-        o.message = (
+        notes.append(
             f"{sid}: rules changed ({previous.rules_version} -> {o.rules_version}): {o.restandardized} lead(s) "
             "re-standardized with unchanged agency values (counted as restandardized, not changed)"
         )
-    if forced:
-        o.message = f"{sid} {d}: applied on purpose although it {why}"
+    o.message = "; ".join(notes) or None
     run.applied.latest[sid] = d
     run.applied.applied[(sid, d)] = AppliedSnapshot(
-        sid, d, result.version, run.state.run_id, o.rules_version, tuple((f.name, f.size, f.checksum) for f in files)
+        sid,
+        d,
+        result.version,
+        run.state.run_id,
+        o.rules_version,
+        tuple((f.name, f.size, f.checksum) for f in files),
+        rows_read=o.rows_read,
     )
     faults.reach("after_merge")
+
+
+def _replanned(run: Run, o: SnapshotOutcome, files: list[SnapshotFile]) -> bool:
+    """Plan (source, snapshot) again from the re-read state; True (with the outcome's new status)
+    when it must no longer be merged."""
+    again = plan(run, o.source, o.snapshot_date, files)
+    if not again.status:
+        return False
+    o.status = again.status
+    o.message = again.message or f"{o.source} {o.snapshot_date}: another run applied it meanwhile; not merged"
+    return True
 
 
 # -- 5. deliver ------------------------------------------------------------------------------

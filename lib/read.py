@@ -71,7 +71,7 @@ def header_columns(spark: SparkSession, uri: str, cfg: SourceConfig) -> list[str
 
 def check_header(uri: str, columns: list[str], cfg: SourceConfig) -> HeaderCheck:
     expected = set(cfg.columns)
-    needed = set(cfg.required_columns) | {c for f in cfg.fields for c in f.inputs}
+    needed = set(cfg.key_columns) | {c for f in cfg.fields for c in f.inputs}
     missing = [c for c in cfg.columns if c not in columns]
     return HeaderCheck(
         file=uri,

@@ -3,14 +3,18 @@
 **The lock.** A run holds a PostgreSQL *session-level* advisory lock keyed by its warehouse
 location for its whole life, on a connection of its own. A second run on the same warehouse
 finds it taken and refuses to start (:class:`RunLocked`, exit status 4). The lock belongs to
-the connection, so it dies with the process: a killed run never blocks the next one. Before
+the connection, so it dies with the process: a killed run never blocks the next one. A host
+that vanishes without closing its socket (a lost node, a partition) is noticed by TCP
+keepalives set on both ends of the lock connection (about a minute), after which the server
+drops the session and its lock. The lock connection must reach PostgreSQL directly (or through
+a session-pooling proxy): a transaction pooler would hand the lock to another session. Before
 every MERGE and before delivery the run checks its lock connection (:meth:`RunLock.check`). If
 PostgreSQL went away meanwhile, the lock went with it: the run reconnects (bounded retries) and
 takes the lock again, or stops with :class:`LockLost` when another run has it or the server
 stays unreachable. A run that re-took its lock re-reads the leads table's state before it goes on.
 
 **The record.** ``pipeline_runs`` has one row per run id: input, warehouse, started, finished,
-status, per-source counts, leads delivered and errors. It is written when the run starts
+status, per-source counts, leads delivered, errors, the summary and the report's path. It is written when the run starts
 (``running``) and when it ends; delivery adds its count in the same transaction as the leads.
 A row still ``running`` whose lock is free belongs to a run that died: the next run on the
 warehouse marks it ``abandoned``.
@@ -18,6 +22,7 @@ warehouse marks it ``abandoned``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +35,18 @@ from leadpipe.postgres import DbTarget
 log = logging.getLogger(__name__)
 
 RUNS_TABLE = "pipeline_runs"
+
+
+#: Client-side TCP keepalives (libpq) and a bound on any statement of the lock connection.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "options": "-c statement_timeout=30000",
+}
+#: Server-side keepalives for the lock session: a vanished client is dropped, with its lock.
+SERVER_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
 
 
 class RunLocked(RuntimeError):
@@ -64,8 +81,11 @@ def ensure_run_table(conn, schema: str) -> None:
             " run_id text PRIMARY KEY, warehouse text NOT NULL, input text, status text NOT NULL,"
             " started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz,"
             " attempts integer NOT NULL DEFAULT 1, sources jsonb, delivered integer NOT NULL DEFAULT 0,"
-            " errors jsonb, summary jsonb)"
+            " errors jsonb, summary jsonb, report text)"
         ).format(sql.Identifier(schema, RUNS_TABLE))
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS report text").format(sql.Identifier(schema, RUNS_TABLE))
     )
 
 
@@ -78,10 +98,19 @@ class RunLock:
         self.schema = schema
         self.key = lock_key(warehouse)
         self.conn = None
+        self.backend_pid: int | None = None  # the server process holding the lock for this run
+
+    def _connect(self):
+        conn = self.db.connect(autocommit=True, **KEEPALIVES)
+        for setting, value in SERVER_KEEPALIVES.items():
+            conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
+        return conn
 
     def acquire(self, run_id: str) -> None:
-        self.conn = self.db.connect(autocommit=True)
+        self.conn = self._connect()
         got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
+        if not got and self.backend_pid is not None and self._terminate_own_stale_session():
+            got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
         if not got:
             holder = self._holder()
             self.conn.close()
@@ -90,7 +119,32 @@ class RunLock:
                 f"another run holds the lock on warehouse {self.warehouse}{holder}; this run ({run_id}) did not "
                 "start. Wait for it to finish (a killed run releases the lock at once)."
             )
+        self.backend_pid = self.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
         log.info("lock: run %s holds the lock on %s", run_id, self.warehouse)
+
+    def _holds(self) -> bool:
+        """Whether this connection's server session holds the lock (pg_locks, not just alive)."""
+        high, low = (self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF
+        return self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND pid = pg_backend_pid() AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
+            (high, low),
+        ).fetchone()[0]
+
+    def _terminate_own_stale_session(self) -> bool:
+        """This run's earlier session still holds the lock although this process lost its
+        connection (a half-open socket): end that session so the lock can be taken again."""
+        high, low = (self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF
+        row = self.conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::bigint::oid "
+            "AND objid = %s::bigint::oid AND objsubid = 1",
+            (high, low),
+        ).fetchone()
+        if row is None or row[0] != self.backend_pid:
+            return False
+        log.warning("lock: ending this run's stale session (pid %d) that still holds the lock", row[0])
+        self.conn.execute("SELECT pg_terminate_backend(%s, 10000)", (row[0],))
+        return True
 
     def _holder(self) -> str:
         try:
@@ -110,13 +164,16 @@ class RunLock:
         caller re-reads shared state). Raises :class:`LockLost` when it cannot be taken again,
         :class:`leadpipe.postgres.DatabaseUnreachable` when the server stays away."""
         try:
-            if self.conn is not None and not self.conn.closed:
-                self.conn.execute("SELECT 1")
+            if self.conn is not None and not self.conn.closed and self._holds():
                 return True
+            log.warning("lock: this run's session no longer holds the run lock; taking it again")
         except Exception as exc:
             log.warning(
                 "lock: the connection holding the run lock died (%s); taking the lock again", type(exc).__name__
             )
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
         self.conn = None
         try:
             self.acquire(run_id)
@@ -161,7 +218,8 @@ class RunRecord:
             sql.SQL(
                 "INSERT INTO {} (run_id, warehouse, input, status) VALUES (%s, %s, %s, 'running') "
                 "ON CONFLICT (run_id) DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL, "
-                "attempts = {}.attempts + 1, input = EXCLUDED.input, errors = NULL"
+                "attempts = {}.attempts + 1, input = EXCLUDED.input, warehouse = EXCLUDED.warehouse, errors = NULL, "
+                "sources = NULL, summary = NULL, report = NULL"
             ).format(self._table(), sql.Identifier(RUNS_TABLE)),
             (run_id, wh, input_uri),
         )

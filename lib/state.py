@@ -103,6 +103,7 @@ class RunSummary:
     unmatched_files: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    report: dict[str, str] | None = None  # {"html": path, "csv": path} of the run's report
 
     def record(self, outcome: SnapshotOutcome) -> None:
         self.snapshots.append(outcome)
@@ -120,8 +121,6 @@ class RunSummary:
                 status = "failed"
             elif any(o.status in NEEDS_ATTENTION for o in self.snapshots):
                 status = "partial"
-            elif self.errors:
-                status = "failed"
             else:
                 status = "succeeded"
         self.status = status

@@ -58,7 +58,8 @@ class Warehouse:
 
 
 def _ensure(spark: SparkSession, path: str, schema: T.StructType, partition: list[str]) -> None:
-    DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(*partition).execute()
+    if not DeltaTable.isDeltaTable(spark, path):
+        DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(*partition).execute()
 
 
 def _replace_snapshot(df: DataFrame, path: str, sources: list[str], snapshot_date: date, extra: str = "") -> None:

@@ -37,7 +37,7 @@ def spark(tmp_path_factory):
             "spark.default.parallelism": "2",
             "spark.sql.warehouse.dir": str(tmp / "warehouse"),
             "spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={tmp}",
-            "spark.databricks.delta.snapshotPartitions": "2",
+            "spark.databricks.delta.snapshotPartitions": "1",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
         },
     )
@@ -84,3 +84,28 @@ def db(pg_server):
 @pytest.fixture
 def real_dir() -> Path:
     return REAL_DIR
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium (``make browsers``) driven by Playwright; never a downloaded browser."""
+    from playwright import sync_api
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is not installed: run `make browsers` (make test does)"
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

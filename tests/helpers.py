@@ -10,6 +10,12 @@ from pyspark.sql import functions as F
 from leadpipe.canonical import BUSINESS_COLUMNS, CANONICAL_ROW_COLUMNS, LEAD_COLUMNS, raw_hash, record_hash
 
 
+def pg_lead_ids(db) -> set[str]:
+    """The lead_ids in PostgreSQL's leads table (its primary key: each at most once)."""
+    with db.connect() as conn:
+        return {r[0] for r in conn.execute("SELECT lead_id FROM leads").fetchall()}
+
+
 def leads(spark: SparkSession, rows: list[dict], snapshot: date) -> DataFrame:
     """Canonical rows (as map_to_canonical makes them) from dicts of a few business fields.
 

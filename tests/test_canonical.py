@@ -21,7 +21,7 @@ def raw_rows(spark, cfg, rows):
 
 
 def test_lead_id_is_stable_and_the_same_in_python_and_spark(spark):
-    raw = [" 1239246 ", None, "k82 0055", "n/a", "CHILD CARE FAMILY - k820055232 ", "  "]
+    raw = [" 1239246 ", None, "k82 0055", "n/a", "CHILD CARE FAMILY - k820055232 ", "  ", "\u00a01239246\u2003\t"]
     df = spark.createDataFrame([("tx_hhs", v) for v in raw], "source string, key string")
     key = identity_value(F.col("key"), " - ")
     got = [r.id for r in df.select(lead_id(F.col("source"), [key]).alias("id")).collect()]
@@ -32,6 +32,7 @@ def test_lead_id_is_stable_and_the_same_in_python_and_spark(spark):
         None,  # a blank marker is no identity
         lead_id_for("tx_hhs", ["K820055232"]),
         None,
+        lead_id_for("tx_hhs", ["1239246"]),  # no-break and em spaces from an export: the same provider
     ]
     assert lead_id_for("tx_hhs", ["1239246"]) == lead_id_for("tx_hhs", ["1239246 "])
     assert lead_id_for("tx_hhs", ["1239246"]) != lead_id_for("ok_dhs", ["1239246"])

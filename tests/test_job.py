@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -15,14 +16,11 @@ from delta.tables import DeltaTable
 from leadpipe.canonical import lead_id_for
 from leadpipe.pipeline import run_weekly
 from leadpipe.sample import generate
+from tests.helpers import pg_lead_ids
+from tests.test_report_browser import open_page, visible_ids
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def pg_lead_ids(db) -> set[str]:
-    with db.connect() as conn:
-        return {r[0] for r in conn.execute("SELECT lead_id FROM leads").fetchall()}
 
 
 def expected_ids(week: dict, part: str = "keys") -> set[str]:
@@ -30,7 +28,7 @@ def expected_ids(week: dict, part: str = "keys") -> set[str]:
     return {lead_id_for(s, [k]) for s, v in week["sources"].items() for k in v[part]}
 
 
-def test_week1_then_week2_then_replays(spark, sources, settings, db, tmp_path):
+def test_week1_then_week2_then_replays(spark, sources, settings, db, tmp_path, browser):
     manifest = generate(tmp_path / "sample", weeks=2, providers=90, seed=11)
     w1, w2 = manifest["weeks"]
     wh = str(tmp_path / "warehouse")
@@ -60,6 +58,44 @@ def test_week1_then_week2_then_replays(spark, sources, settings, db, tmp_path):
     # the sales table gains exactly week 2's new leads; removed providers stay (they were delivered)
     assert pg_lead_ids(db) == expected_ids(w1) | expected_ids(w2, "new")
     assert r2.summary["delivered"] == len(expected_ids(w2, "new"))
+
+    # the report's CSV holds exactly the run's rows of PostgreSQL's leads, field by field
+    csv_path = Path(r2.summary["report"]["csv"])
+    assert csv_path.parent == tmp_path / "reports" / r2.summary["finished_at"][:10] / "week2"
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        csv_rows = {r["lead_id"]: r for r in csv.DictReader(f)}
+    with db.connect() as conn:
+        cur = conn.execute("SELECT * FROM leads WHERE run_id = 'week2'")
+        names = [d.name for d in cur.description]
+        pg_rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+    assert set(csv_rows) == set(pg_rows) == expected_ids(w2, "new")
+    for lead_id, row in csv_rows.items():
+        for col, value in row.items():
+            want = pg_rows[lead_id][col]
+            assert value == ("" if want is None else str(want)), (lead_id, col)
+    # the report as a person sees it: the rendered page shows the run's count and its leads
+    opened = open_page(browser, Path(r2.summary["report"]["html"]).as_uri(), tmp_path)
+    try:
+        assert opened.page.inner_text("#new-count").strip() == str(len(expected_ids(w2, "new")))
+        assert sorted(visible_ids(opened.page)) == sorted(expected_ids(w2, "new"))
+        previous = os.path.relpath(r1.summary["report"]["html"], Path(r2.summary["report"]["html"]).parent)
+        assert opened.page.locator("#previous-report").get_attribute("href") == previous
+        assert opened.outside == [] and opened.errors == []
+    finally:
+        opened.page.context.close()
+
+    # the dashboard views answer
+    with db.connect() as conn:
+        latest = {r[0] for r in conn.execute("SELECT lead_id FROM new_leads_latest_run").fetchall()}
+        by_state = conn.execute("SELECT sum(leads) FROM leads_by_state_and_type").fetchone()[0]
+        history = conn.execute(
+            "SELECT run_id, source, new, removed FROM pipeline_run_history ORDER BY run_id, source"
+        ).fetchall()
+    assert latest == expected_ids(w2, "new")
+    assert by_state == len(expected_ids(w1) | expected_ids(w2, "new"))
+    assert [(run, src, new) for run, src, new, _ in history if run == "week2"] == [
+        ("week2", sid, len(w2["sources"][sid]["new"])) for sid in sorted(w2["sources"])
+    ]
 
     again = run_weekly(spark, sources, w2["input"], wh, db, settings, run_id="week2-again")
     assert again.ok
@@ -170,18 +206,23 @@ def test_the_three_real_files_twice(spark, sources, settings, db, tmp_path, real
 def test_cli_failure_exits_non_zero_with_a_json_last_line(tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    url = "postgresql://nobody@127.0.0.1:1/none"  # nothing listens on port 1
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    text = (conf / "settings.yaml").read_text()
+    (conf / "settings.yaml").write_text(text.replace("connect_attempts: 4", "connect_attempts: 2"))
     proc = subprocess.run(
-        [sys.executable, "jobs/weekly_leads.py", "--input", str(tmp_path / "missing"), "--db-url", "mysql://x@y/z"],
+        [sys.executable, "jobs/weekly_leads.py", "--input", str(tmp_path / "missing"), "--db-url", url],
         cwd=ROOT,
-        env=env,
+        env={**env, "LEADPIPE_CONF_DIR": str(conf)},
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["status"] == "failed"
-    assert "postgresql://" in summary["errors"][0]
+    assert "unreachable after 2 attempt(s)" in summary["errors"][0]
 
 
 def test_help_documents_every_flag():
@@ -195,6 +236,9 @@ def test_help_documents_every_flag():
         "--run-id",
         "--master",
         "--no-quality",
+        "--apply-held",
+        "--reports",
         "PGPASSWORD",
+        "4 another run",
     ):
         assert flag in proc.stdout

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ from delta.tables import DeltaTable
 
 from leadpipe import faults
 from leadpipe.config import load_settings, load_sources
+from leadpipe.deliver import StagingIncomplete, _publish, ensure_tables
 from leadpipe.pipeline import check_run_id, run_weekly
 from leadpipe.postgres import DatabaseUnreachable, DbTarget, EmbeddedPostgres
-from leadpipe.runs import RunLock, RunLocked, lock_key
+from leadpipe.runs import LockLost, RunLock, RunLocked, lock_key
 from leadpipe.sample import generate
+from tests.helpers import pg_lead_ids
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,11 +40,6 @@ def real_week(real_dir: Path, folder: Path, stamp: str, texas_records: int | Non
         else:
             shutil.copy(f, target)
     return str(folder)
-
-
-def pg_ids(db) -> set[str]:
-    with db.connect() as conn:
-        return {r[0] for r in conn.execute("SELECT lead_id FROM leads").fetchall()}
 
 
 def test_a_truncated_snapshot_is_held_while_the_others_apply(spark, sources, settings, db, tmp_path, real_dir):
@@ -111,7 +109,7 @@ def test_a_rule_change_leaves_every_lead_id_as_it_was(spark, sources, settings, 
     outcome = {o.source: o for o in after.state.snapshots}
     assert outcome["tx_hhs"].rules_changed_from == sources["tx_hhs"].rules_version()
     assert "rules changed" in outcome["tx_hhs"].message and outcome["nv_dpbh"].rules_changed_from is None
-    assert after.summary["delivered"] == 0 and len(pg_ids(db)) == 248
+    assert after.summary["delivered"] == 0 and len(pg_lead_ids(db)) == 248
     ok_numbers = {r.license_number for r in leads.filter("source = 'ok_dhs'").select("license_number").collect()}
     assert all(" - " in n for n in ok_numbers)  # the rule did change its output
 
@@ -197,7 +195,14 @@ def test_run_ids_are_validated_and_bad_usage_exits_2_with_a_summary(tmp_path):
         with pytest.raises(ValueError, match="run id"):
             check_run_id(bad)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    for args in (["--run-id", "x'; drop"], ["--apply-held", "zz_none"], ["--bogus-flag"]):
+    for args in (
+        ["--run-id", "x'; drop"],
+        ["--run-id", ""],
+        ["--apply-held", "zz_none"],
+        ["--bogus-flag"],
+        ["--db-url", "mysql://x@y/z"],
+        ["--db-url", "postgresql://u:secret@h/db"],
+    ):
         proc = subprocess.run(
             [sys.executable, "jobs/weekly_leads.py", "--input", str(tmp_path), *args],
             cwd=ROOT,
@@ -220,13 +225,63 @@ def test_tls_parameters_reach_the_server(db):
         DbTarget.from_url("postgresql://u@h/db?sslmode=sometimes")
 
 
+def _lock_free(db, key: int) -> bool:
+    with db.connect() as conn:
+        free = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        if free:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    return free
+
+
 def test_the_lock_goes_with_its_connection(db):
-    """A session-level advisory lock is released by the server when its connection closes (the
-    kill tests show the same for a SIGKILLed run: the next run takes the lock)."""
+    """A session-level advisory lock is released by the server when its session ends (the kill
+    tests show the same for a SIGKILLed run: the next run takes the lock)."""
     first = RunLock(db, "/wh/x")
     first.acquire("a")
-    first.conn.close()  # the process holding it died: its connection closed
+    assert not _lock_free(db, first.key)
+    first.conn.close()
+    deadline = time.monotonic() + 10  # the server ends the session asynchronously
+    while not _lock_free(db, first.key) and time.monotonic() < deadline:
+        time.sleep(0.05)
     second = RunLock(db, "/wh/x")
     second.acquire("b")
-    assert second.check("b") is True
     second.release()
+
+
+def test_a_lost_lock_is_taken_again_or_the_run_stops(db):
+    """PostgreSQL ends the lock's session (a restart, a failover): the run takes the lock again
+    and re-reads its state; if another run took it meanwhile, the run stops."""
+    lock = RunLock(db, "/wh/y")
+    lock.acquire("run-1")
+    assert lock.check("run-1") is True
+    with db.connect(autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (lock.backend_pid,))
+    assert lock.check("run-1") is False  # lost, and taken again on a new session
+    assert not _lock_free(db, lock.key)
+    with db.connect(autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (lock.backend_pid,))
+    other = RunLock(db, "/wh/y")
+    other.acquire("run-2")  # another run starts while run-1's session is gone
+    try:
+        with pytest.raises(LockLost, match="was lost"):
+            lock.check("run-1")
+    finally:
+        other.release()
+
+
+def test_a_stage_emptied_by_a_server_restart_is_never_published(db):
+    """An UNLOGGED staging table is emptied when PostgreSQL crashes: publishing what is left
+    would record versions as delivered without their leads. The transaction refuses."""
+    ensure_tables(db)
+    with db.connect(autocommit=True) as conn:
+        conn.execute("CREATE UNLOGGED TABLE leads_stage_x (LIKE leads INCLUDING DEFAULTS)")
+        conn.execute("INSERT INTO leads_stage_x (lead_id, source) VALUES ('s-1', 's'), ('s-2', 's')")
+    with pytest.raises(StagingIncomplete, match="holds 2 of the 3 lead"):
+        _publish(db, "public", "leads", "leads_stage_x", "table-1", 0, 4, "run-1", staged=3)
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM lead_deliveries").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 0
+    assert _publish(db, "public", "leads", "leads_stage_x", "table-1", 0, 4, "run-1", staged=2) == 2
+    with db.connect() as conn:
+        assert conn.execute("SELECT version FROM lead_deliveries").fetchall() == [(4,)]
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'leads_stage_x'").fetchone()[0] == 0
