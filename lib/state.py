@@ -33,14 +33,10 @@ CHANGED_AFTER_APPLY = "changed_after_apply"  # applied before with other bytes: 
 NEEDS_ATTENTION = (HELD, FAILED, CHANGED_AFTER_APPLY)
 
 
-@dataclass
-class SnapshotOutcome:
-    """One source's snapshot in this run."""
+@dataclass(kw_only=True)
+class Counts:
+    """Rows and changes: of one snapshot, or added up over a source's snapshots."""
 
-    source: str
-    snapshot_date: date
-    files: list[str]
-    status: str = ""
     rows_read: int = 0
     rows_loaded: int = 0
     rows_rejected: int = 0
@@ -51,6 +47,22 @@ class SnapshotOutcome:
     restandardized: int = 0
     removed: int = 0
     unchanged: int = 0
+
+    def add_counts(self, other: Counts) -> None:
+        for name in ("rows_read", "rows_loaded", "rows_rejected", *COUNT_KINDS):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.rejected_by_reason.items():
+            self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + n
+
+
+@dataclass
+class SnapshotOutcome(Counts):
+    """One source's snapshot in this run."""
+
+    source: str
+    snapshot_date: date
+    files: list[str]
+    status: str = ""
     leads_version: int | None = None
     rules_version: str | None = None
     rules_changed_from: str | None = None
@@ -58,32 +70,16 @@ class SnapshotOutcome:
 
 
 @dataclass
-class SourceTotals:
+class SourceTotals(Counts):
     """All snapshots of one source in this run, added up."""
 
     files: int = 0
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_rejected: int = 0
-    new: int = 0
-    changed: int = 0
-    returned: int = 0
-    restandardized: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     snapshots: list[str] = field(default_factory=list)
     statuses: dict[str, str] = field(default_factory=dict)  # snapshot date -> status
 
     def add(self, o: SnapshotOutcome) -> None:
         self.files += len(o.files)
-        self.rows_read += o.rows_read
-        self.rows_loaded += o.rows_loaded
-        self.rows_rejected += o.rows_rejected
-        for kind in COUNT_KINDS:
-            setattr(self, kind, getattr(self, kind) + getattr(o, kind))
-        for reason, n in o.rejected_by_reason.items():
-            self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + n
+        self.add_counts(o)
         self.snapshots.append(o.snapshot_date.isoformat())
         self.statuses[o.snapshot_date.isoformat()] = o.status
 
