@@ -1,5 +1,5 @@
 # The weekly leads job. Two set-up commands on a fresh machine (Java 17, Python 3.11, Maven):
-#   make run    venv + packages + jars + sample data, then the weekly job on two sample weeks
+#   make run    venv + packages + jars + sample data, then the weekly job on two sample weeks (+ report)
 #   make test   lint + the whole test suite (real Spark, Delta and PostgreSQL)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -40,7 +40,7 @@ jars: $(JARS) ## fetch the JVM jars from Maven Central into jars/ and register t
 sample: $(INSTALLED) ## generate two weekly sample snapshots in the three real layouts (.local/sample)
 	$(BIN)/leads-sample --out $(SAMPLE) --weeks 2 --providers 300
 
-run: $(INSTALLED) $(JARS) sample ## set everything up, run the weekly job on sample weeks 1 and 2, show new leads
+run: $(INSTALLED) $(JARS) sample ## set everything up, run the weekly job on sample weeks 1 and 2, show new leads and the report path
 	spark-submit jobs/weekly_leads.py --input $(SAMPLE)/week-1 --warehouse $(WAREHOUSE)
 	spark-submit jobs/weekly_leads.py --input $(SAMPLE)/week-2 --warehouse $(WAREHOUSE)
 	$(BIN)/leads-show --limit 5
