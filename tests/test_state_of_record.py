@@ -16,6 +16,7 @@ import yaml
 from delta.tables import DeltaTable
 
 from leadpipe import faults
+from leadpipe.canonical import lead_id_for
 from leadpipe.config import load_settings, load_sources
 from leadpipe.deliver import StagingIncomplete, _publish, ensure_tables
 from leadpipe.pipeline import check_run_id, run_weekly
@@ -46,10 +47,17 @@ def test_a_truncated_snapshot_is_held_while_the_others_apply(spark, sources, set
     wh = str(tmp_path / "wh")
     first = run_weekly(spark, sources, str(real_dir), wh, db, settings, run_id="full", quality=False)
     assert first.ok and first.summary["delivered"] == 248
-    # next week: Nevada and Oklahoma as before, Texas cut off after 10 of its 99 records
+    # next week: Nevada with one new provider, Oklahoma as before, Texas cut off after 10 of its 99 records
     cut = real_week(real_dir, tmp_path / "cut", "07-14-2023", texas_records=10)
+    nevada = next(Path(cut).glob("*Nevada*"))
+    first_row = nevada.read_bytes().split(b"\r\n")[1]
+    assert b",1106-22," in first_row
+    text = nevada.read_bytes()  # the real export has no line end after its last record
+    nevada.write_bytes(text.rstrip(b"\r\n") + b"\r\n" + first_row.replace(b",1106-22,", b",9999-23,"))
     held = run_weekly(spark, sources, cut, wh, db, settings, run_id="cut", quality=False)
     assert held.state.status == "partial" and held.state.exit_code == 3
+    assert held.summary["delivered"] == 1  # the other sources merge and deliver
+    assert lead_id_for("nv_dpbh", ["9999-23"]) in pg_lead_ids(db)
     outcome = {o.source: o for o in held.state.snapshots}
     assert outcome["tx_hhs"].status == "held"
     assert "has 10 row(s), fewer than 50% of the 99 of the applied snapshot 2023-07-07" in outcome["tx_hhs"].message
