@@ -145,8 +145,8 @@ def deliver(
     table: str = "leads",
     batch_size: int = 10000,
 ) -> Delivery:
-    """Deliver the inserts of every Delta version not yet in the ledger (see the module doc)."""
-    ensure_tables(db, schema, table)
+    """Deliver the inserts of every Delta version not yet in the ledger (see the module doc).
+    The tables must exist: :func:`ensure_tables`, which the run calls once when it takes its lock."""
     delta = DeltaTable.forPath(spark, leads_path)
     table_id = delta.detail().select("id").first()["id"]
     current = int(delta.history(1).select("version").first()["version"])
