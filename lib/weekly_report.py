@@ -1,7 +1,11 @@
 """The weekly new-leads report: one self-contained HTML page and a CSV for sales.
 
-``write_report(folder, inp)`` writes ``index.html`` (``render_html``) and ``new_leads.csv``
-(``write_csv``) into ``folder`` on the local file system.
+``write_report(folder, inp, write_csv)`` writes ``index.html`` (``render_html``) and
+``new_leads.csv`` into ``folder`` on the local file system. The page is rendered from what
+``inp`` holds: the run's counts and aggregates, computed by the caller where the leads are
+(run_report.py: PostgreSQL), and at most ``REPORT_TABLE_ROWS`` leads for its table. The CSV's
+bytes come from ``write_csv`` (run_report.py streams them from PostgreSQL); this module never
+holds a run's leads beyond the table's.
 
 Guarantees:
 
@@ -14,23 +18,23 @@ Guarantees:
 - Every value is escaped (Jinja2 autoescape); the lead data never reaches the script as code.
 - The same input renders byte-identical HTML (fixed SVG hash salt, the chart's date is the run's
   ``finished_at``, every grouping sorted), so reports can be diffed and cached.
+- The leads table shows the leads ``inp`` carries, by company (case-folded) then lead_id; when the
+  run delivered more than that, a line above the table says how many of how many are shown and
+  that ``new_leads.csv`` has them all.
 - Log lines carry counts and paths only: no emails, phone numbers, names or addresses.
-- The CSV is UTF-8 with a header row, one row per new lead, the contact columns sales uses
-  (``CSV_COLUMNS``) in that order; missing values are empty cells, dates are ISO ``yyyy-mm-dd``.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import logging
 import re
-from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import jinja2
 import phonenumbers
@@ -64,6 +68,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "first_seen",
 )
 
+#: The most leads the page's table shows; new_leads.csv has every one.
+REPORT_TABLE_ROWS = 2000
+
 #: Snapshot statuses that need someone's attention.
 ATTENTION_STATUSES = NEEDS_ATTENTION
 #: Per-source change counts shown in the headline, in order.
@@ -88,18 +95,46 @@ _SVG_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 _SVG_XMLNS = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
 
 
+#: Writes new_leads.csv's bytes (header included) to the open file; returns the leads written.
+CsvWriter = Callable[[BinaryIO], int]
+
+
+@dataclass(frozen=True)
+class NewLeads:
+    """What the page shows of the leads a run delivered: counts over all of them, and the table's rows.
+
+    Text values count as they read on the page: trimmed, and blank is missing; a missing source,
+    state or facility type is ``UNKNOWN``. ``by_state_type``: (state, facility type) -> leads.
+    ``by_source``: source -> leads. ``filled``: source -> ``CONTACT_FIELDS`` label -> leads with that
+    field filled. ``authorities``: source -> the licensing authority its first lead names (in the
+    CSV's order), for sources whose leads name one. ``rows``: the leads the table shows (at most
+    ``REPORT_TABLE_ROWS`` when read by run_report.py), as dicts of lead columns.
+    """
+
+    by_state_type: dict[tuple[str, str], int] = field(default_factory=dict)
+    by_source: dict[str, int] = field(default_factory=dict)
+    filled: dict[str, dict[str, int]] = field(default_factory=dict)
+    authorities: dict[str, str] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Every new lead of the run (the table may show fewer)."""
+        return sum(self.by_source.values())
+
+
 @dataclass(frozen=True)
 class ReportInput:
     """Everything one run's report shows.
 
-    ``run``: the run's ``RunSummary.to_dict()``. ``new_leads``: the PostgreSQL ``leads`` rows this run
-    delivered (canonical lead columns). ``history``: past runs, oldest first, this run last, each
-    ``{run_id, finished_at, status, sources: {source: {new, removed}}}``. ``previous_report``: a
-    relative URL of the previous run's report, or None.
+    ``run``: the run's ``RunSummary.to_dict()``. ``new_leads``: the leads this run delivered, as
+    counts and the table's rows (run_report.read_new_leads). ``history``: past runs, oldest first,
+    this run last, each ``{run_id, finished_at, status, sources: {source: {new, removed}}}``.
+    ``previous_report``: a relative URL of the previous run's report, or None.
     """
 
     run: dict
-    new_leads: list[dict]
+    new_leads: NewLeads
     history: list[dict]
     previous_report: str | None = None
 
@@ -133,7 +168,8 @@ def render_html(inp: ReportInput) -> str:
         ),
         key=lambda s: (s["source"], s["snapshot_date"]),
     )
-    leads = sorted(inp.new_leads, key=lambda r: (_text(r.get("company")).casefold(), _text(r.get("lead_id"))))
+    new = inp.new_leads
+    leads = sorted(new.rows, key=lambda r: (_text(r.get("company")).casefold(), _text(r.get("lead_id"))))
     snapshot_dates = sorted({s["snapshot_date"] for s in snapshots if s["snapshot_date"]})
     finished_at = _text(run.get("finished_at"))
     context = {
@@ -149,18 +185,18 @@ def render_html(inp: ReportInput) -> str:
         },
         "week": snapshot_dates[-1] if snapshot_dates else finished_at[:10],
         "snapshot_dates": snapshot_dates,
-        "new_count": len(leads),
+        "new_count": new.count,
         "totals": {kind: sum(s[kind] for s in sources.values()) for kind in CHANGE_KINDS},
         "change_kinds": CHANGE_KINDS,
         "sources": sources,
-        "authorities": _authorities(leads),
-        "crosstab": _crosstab(leads),
+        "authorities": dict(sorted(new.authorities.items())),
+        "crosstab": _crosstab(new.by_state_type),
         "chart_svg": _history_chart(inp.history, finished_at or None),
         "history": _history_rows(inp.history),
         "quality": _quality_rows(run.get("sources") or {}),
         "attention": [s for s in snapshots if s["status"] in ATTENTION_STATUSES],
         "snapshots": snapshots,
-        "fill_rates": _fill_rates(leads),
+        "fill_rates": _fill_rates(new),
         "contact_fields": list(CONTACT_FIELDS),
         "leads": [_lead_row(r) for r in leads],
         "previous_report": inp.previous_report,
@@ -168,24 +204,17 @@ def render_html(inp: ReportInput) -> str:
     return _environment().get_template(_TEMPLATE).render(context)
 
 
-def write_csv(path: Path, new_leads: list[dict]) -> int:
-    """Write ``new_leads`` to ``path`` as UTF-8 CSV with a header (``CSV_COLUMNS``); return the rows written."""
-    path = Path(path)
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for row in new_leads:
-            writer.writerow([_text(row.get(col)) for col in CSV_COLUMNS])
-    return len(new_leads)
-
-
-def write_report(folder: Path, inp: ReportInput) -> ReportFiles:
-    """Write ``index.html`` and ``new_leads.csv`` into ``folder`` (created when absent)."""
+def write_report(folder: Path, inp: ReportInput, write_csv: CsvWriter) -> ReportFiles:
+    """Write ``index.html`` and ``new_leads.csv`` (its bytes from ``write_csv``) into ``folder``
+    (created when absent). Refuses a CSV whose lead count is not the page's: the page would lie."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(html=folder / HTML_NAME, csv=folder / CSV_NAME)
     html = render_html(inp)
-    rows = write_csv(files.csv, inp.new_leads)
+    with files.csv.open("wb", buffering=1 << 20) as f:
+        rows = write_csv(f)
+    if rows != inp.new_leads.count:
+        raise ValueError(f"new_leads.csv has {rows} lead(s), the page counts {inp.new_leads.count}")
     files.html.write_text(html, encoding="utf-8")
     log.info("weekly report: run %s, %d new leads, written to %s", inp.run.get("run_id"), rows, folder)
     return files
@@ -221,10 +250,6 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _filled(row: dict, columns: tuple[str, ...]) -> bool:
-    return any(_text(row.get(c)) for c in columns)
-
-
 def _pct(share: float | None) -> str:
     return "–" if share is None else f"{share * 100:.0f}%"
 
@@ -237,29 +262,21 @@ def _is_relative_url(url: str) -> bool:
     )
 
 
-def _authorities(leads: list[dict]) -> dict[str, str]:
-    """source -> its licensing authority, as the leads name it."""
-    out: dict[str, str] = {}
-    for r in leads:
-        source, authority = _text(r.get("source")), _text(r.get("licensing_authority"))
-        if source and authority:
-            out.setdefault(source, authority)
-    return out
-
-
-def _crosstab(leads: list[dict]) -> dict[str, Any]:
+def _crosstab(by_state_type: dict[tuple[str, str], int]) -> dict[str, Any]:
     """New leads per state (rows) and facility type (columns), with totals; busiest first."""
-    cells = Counter((_text(r.get("state")) or UNKNOWN, _text(r.get("facility_type")) or UNKNOWN) for r in leads)
-    by_state = Counter(_text(r.get("state")) or UNKNOWN for r in leads)
-    by_type = Counter(_text(r.get("facility_type")) or UNKNOWN for r in leads)
+    by_state: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    for (state, facility_type), n in by_state_type.items():
+        by_state[state] = by_state.get(state, 0) + n
+        by_type[facility_type] = by_type.get(facility_type, 0) + n
     states = sorted(by_state, key=lambda s: (-by_state[s], s))
     types = sorted(by_type, key=lambda t: (-by_type[t], t))
     return {
         "states": states,
         "types": types,
-        "cells": {s: {t: cells.get((s, t), 0) for t in types} for s in states},
-        "by_state": dict(by_state),
-        "by_type": dict(by_type),
+        "cells": {s: {t: by_state_type.get((s, t), 0) for t in types} for s in states},
+        "by_state": by_state,
+        "by_type": by_type,
     }
 
 
@@ -283,18 +300,16 @@ def _quality_rows(sources: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def _fill_rates(leads: list[dict]) -> list[dict]:
+def _fill_rates(new: NewLeads) -> list[dict]:
     """Per source (and all sources together): the share of new leads with each contact field filled."""
-    by_source: dict[str, list[dict]] = {}
-    for r in leads:
-        by_source.setdefault(_text(r.get("source")) or UNKNOWN, []).append(r)
-    groups = [(sid, by_source[sid]) for sid in sorted(by_source)]
+    groups = [(sid, new.by_source[sid], new.filled.get(sid) or {}) for sid in sorted(new.by_source)]
     if len(groups) > 1:
-        groups.append(("all sources", leads))
+        total = {label: sum(filled.get(label, 0) for _, _, filled in groups) for label in CONTACT_FIELDS}
+        groups.append(("all sources", new.count, total))
     rows = []
-    for name, rs in groups:
-        rates = {label: sum(_filled(r, cols) for r in rs) / len(rs) for label, cols in CONTACT_FIELDS.items()}
-        rows.append({"source": name, "leads": len(rs), "rates": rates, "total": name == "all sources"})
+    for name, leads, filled in groups:
+        rates = {label: filled.get(label, 0) / leads for label in CONTACT_FIELDS}
+        rows.append({"source": name, "leads": leads, "rates": rates, "total": name == "all sources"})
     return rows
 
 

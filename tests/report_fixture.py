@@ -3,13 +3,28 @@
 Five new leads in two states (NV, TX) and two facility types (Center, Home); three sources, of
 which Oklahoma's snapshot was held; a history of three runs, this run last. One company name is a
 script tag and one lead carries a URL in its data, to show both are escaped and never fetched.
+
+The report reads its leads from PostgreSQL, so the leads live in a real database
+(``fixture_database``: the job's tables, the five leads delivered by run ``RUN_ID``) and the
+report's input and CSV are read from there the way ``run_report.publish`` reads them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import uuid
+from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
-from leadpipe.weekly_report import ReportInput
+from psycopg import sql
+
+from leadpipe.canonical import LEAD_COLUMNS
+from leadpipe.deliver import ensure_tables
+from leadpipe.postgres import DbTarget
+from leadpipe.run_report import copy_csv, read_new_leads
+from leadpipe.weekly_report import ReportFiles, ReportInput, write_report
 
 RUN_ID = "20230707T120000Z-abcd1234"
 SCRIPT_COMPANY = "<script>alert(1)</script>"
@@ -225,8 +240,55 @@ HISTORY: list[dict] = [
 PREVIOUS_REPORT = "../20230630T120000Z-22222222/index.html"
 
 
-def report_input(**changes) -> ReportInput:
-    """The fixture input; keyword arguments replace its fields."""
-    fields = {"run": RUN, "new_leads": NEW_LEADS, "history": HISTORY, "previous_report": PREVIOUS_REPORT}
+SCHEMA, TABLE = "public", "leads"
+
+
+@contextlib.contextmanager
+def fixture_database(pg_server) -> Iterator[DbTarget]:
+    """A database of its own on the test server: the job's tables, ``NEW_LEADS`` delivered by ``RUN_ID``."""
+    admin = pg_server.target()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with admin.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        db = pg_server.target(name)
+        load(db, NEW_LEADS)
+        yield db
+    finally:
+        with admin.connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def load(db: DbTarget, leads: list[dict], run_id: str = RUN_ID) -> None:
+    """Create the job's tables when absent and insert ``leads`` as delivered by ``run_id``."""
+    ensure_tables(db, SCHEMA, TABLE)
+    if not leads:
+        return
+    columns = [c for c in LEAD_COLUMNS if any(c in r for r in leads)]
+    insert = sql.SQL("INSERT INTO {} ({}, run_id) VALUES ({}, %s)").format(
+        sql.Identifier(SCHEMA, TABLE),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.executemany(insert, [[r.get(c) for c in columns] + [run_id] for r in leads])
+
+
+def report_input(db: DbTarget, new_leads: list[dict] | None = None, **changes) -> ReportInput:
+    """The fixture input, its leads read from ``db`` (run ``RUN_ID``); ``new_leads`` are loaded as
+    another run's and read instead; other keyword arguments replace the input's fields."""
+    run_id = RUN_ID
+    if new_leads is not None:
+        run_id = f"run-{uuid.uuid4().hex[:8]}"
+        load(db, new_leads, run_id)
+    with db.connect() as conn:
+        leads = read_new_leads(conn, SCHEMA, TABLE, run_id)
+    fields = {"run": RUN, "new_leads": leads, "history": HISTORY, "previous_report": PREVIOUS_REPORT}
     fields.update(changes)
     return ReportInput(**fields)
+
+
+def write_fixture_report(db: DbTarget, folder: Path, inp: ReportInput | None = None) -> ReportFiles:
+    """``write_report`` of the fixture input (or ``inp``), its CSV streamed from ``db``'s run ``RUN_ID``."""
+    with db.connect() as conn:
+        return write_report(folder, inp or report_input(db), functools.partial(copy_csv, conn, SCHEMA, TABLE, RUN_ID))

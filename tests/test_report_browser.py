@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from leadpipe.weekly_report import write_report
-from tests.report_fixture import NEW_LEADS, SCRIPT_COMPANY, report_input
+from tests.report_fixture import NEW_LEADS, SCRIPT_COMPANY, fixture_database, write_fixture_report
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +47,16 @@ def open_page(browser, url: str | None, folder: Path) -> Opened:
     return opened
 
 
+@pytest.fixture(scope="module")
+def fixture_db(pg_server):
+    with fixture_database(pg_server) as db:
+        yield db
+
+
 @pytest.fixture()
-def report(tmp_path, browser):
+def report(tmp_path, browser, fixture_db):
     """The fixture report, written to a temporary folder and opened from file://."""
-    files = write_report(tmp_path / "report", report_input())
+    files = write_fixture_report(fixture_db, tmp_path / "report")
     opened = open_page(browser, files.html.as_uri(), tmp_path)
     yield opened
     opened.page.context.close()
