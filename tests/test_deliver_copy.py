@@ -1,0 +1,64 @@
+"""Delivery's two ways of filling the staging table put the same values in PostgreSQL.
+
+COPY (the default, ``delivery_method: copy``) renders Arrow batches as CSV; JDBC binds values.
+Values that CSV could confuse (empty string vs NULL, quotes, commas, line breaks, non-ASCII,
+dates, booleans, integers) must arrive identical both ways.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from psycopg import sql
+
+from leadpipe.canonical import LEAD_SCHEMA
+from leadpipe.deliver import STAGE_WRITERS, ensure_tables
+
+pytestmark = pytest.mark.integration
+
+TRICKY = ["", None, 'say "hi"', "a,b", "line1\nline2", "caf\u00e9 \u2019s", " lead ", "\\N", "NULL", '"']
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for i, value in enumerate(TRICKY):
+        row = {f.name: None for f in LEAD_SCHEMA.fields}
+        row.update(
+            lead_id=f"tx_hhs:{i:03d}",
+            source="tx_hhs",
+            company=value,
+            address1=value,
+            snapshot_date=date(2024, 1, 5),
+            license_issued=None if i % 2 else date(1999, 12, 31),
+            capacity=i * 7 if i % 3 else None,
+            accepts_financial_aid=bool(i % 2) if i % 4 else None,
+        )
+        rows.append({k: row[k] for k in LEAD_SCHEMA.fieldNames()})
+    return rows
+
+
+def test_copy_and_jdbc_stage_the_same_values(spark, db):
+    ensure_tables(db, "public", "leads")
+    frame = spark.createDataFrame(_rows(), LEAD_SCHEMA).repartition(3)
+    tables = {}
+    for method, write in STAGE_WRITERS.items():
+        stage = f"copy_check_{method}"
+        with db.connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(stage)))
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (LIKE public.leads INCLUDING DEFAULTS)").format(sql.Identifier(stage))
+            )
+        write(frame, db, "public", stage, 4)
+        tables[method] = stage
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in LEAD_SCHEMA.fieldNames())
+    with db.connect() as conn:
+        got = {
+            m: conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY lead_id").format(cols, sql.Identifier(t))).fetchall()
+            for m, t in tables.items()
+        }
+    assert len(got["copy"]) == len(TRICKY)
+    assert got["copy"] == got["jdbc"]
+    by_id = {r[0]: r for r in got["copy"]}
+    company = LEAD_SCHEMA.fieldNames().index("company")
+    assert [by_id[f"tx_hhs:{i:03d}"][company] for i in range(len(TRICKY))] == TRICKY
