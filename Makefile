@@ -9,6 +9,7 @@ VENV := .venv
 BIN := $(abspath $(VENV)/bin)
 INSTALLED := $(VENV)/.installed
 JARS := jars/.fetched
+SPARK_DEFAULTS := $(VENV)/.spark-defaults
 SAMPLE := .local/sample
 WAREHOUSE := .local/warehouse
 REAL_DATA := $(firstword $(wildcard ../shared/data/exercise-2023-07-07) tests/data/exercise-2023-07-07)
@@ -16,7 +17,7 @@ REAL_DATA := $(firstword $(wildcard ../shared/data/exercise-2023-07-07) tests/da
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv jars sample run quality browsers test lint format clean
+.PHONY: help venv jars sample run quality bench maintain browsers test lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
@@ -32,21 +33,31 @@ venv: $(INSTALLED) ## create .venv and install the pinned packages (setup.py)
 
 $(JARS): bootstrap/pom.xml $(INSTALLED)
 	mvn -q -B -f bootstrap/pom.xml dependency:copy-dependencies
+	@touch $@
+
+# spark-defaults.conf of the venv's spark-submit: the jars, and settings.yaml 'spark_submit' (driver memory)
+$(SPARK_DEFAULTS): $(JARS) conf/settings.yaml
 	$(BIN)/python -m leadpipe.session
 	@touch $@
 
-jars: $(JARS) ## fetch the JVM jars from Maven Central into jars/ and register them with the venv's spark-submit
+jars: $(SPARK_DEFAULTS) ## fetch the JVM jars from Maven Central; write them and settings' spark_submit into spark-defaults.conf
 
 sample: $(INSTALLED) ## generate two weekly sample snapshots in the three real layouts (.local/sample)
 	$(BIN)/leads-sample --out $(SAMPLE) --weeks 2 --providers 300
 
-run: $(INSTALLED) $(JARS) sample ## set everything up, run the weekly job on sample weeks 1 and 2, show new leads and the report path
+run: $(INSTALLED) $(SPARK_DEFAULTS) sample ## set everything up, run the weekly job on sample weeks 1 and 2, show new leads and the report path
 	spark-submit jobs/weekly_leads.py --input $(SAMPLE)/week-1 --warehouse $(WAREHOUSE)
 	spark-submit jobs/weekly_leads.py --input $(SAMPLE)/week-2 --warehouse $(WAREHOUSE)
 	$(BIN)/leads-show --limit 5
 
-quality: $(INSTALLED) $(JARS) ## field-quality report of the real agency files (INPUT=dir to choose another input)
+quality: $(INSTALLED) $(SPARK_DEFAULTS) ## field-quality report of the real agency files (INPUT=dir to choose another input)
 	spark-submit jobs/field_quality.py --input "$(or $(INPUT),$(REAL_DATA))"
+
+bench: $(INSTALLED) $(SPARK_DEFAULTS) ## benchmark 100k, 1M and 10M-row weeks and the baselines; writes BENCHMARKS.md (SIZES=100000,1000000 to choose)
+	$(BIN)/python -m leadpipe.bench $(if $(SIZES),--sizes $(SIZES))
+
+maintain: $(INSTALLED) $(SPARK_DEFAULTS) ## OPTIMIZE and VACUUM the warehouse's Delta tables (WAREHOUSE=dir to choose)
+	$(BIN)/leads-maintain --warehouse "$(WAREHOUSE)"
 
 lint: $(INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .
@@ -59,7 +70,7 @@ format: $(INSTALLED) ## apply ruff's fixes and formatting
 browsers: ## install Debian's chromium for the browser tests when it is missing
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: $(INSTALLED) $(JARS) browsers lint ## lint, then every test (starts its own Spark and PostgreSQL)
+test: $(INSTALLED) $(SPARK_DEFAULTS) browsers lint ## lint, then every test (starts its own Spark and PostgreSQL)
 	$(BIN)/pytest
 
 clean: ## remove the venv, jars and local data (.local)

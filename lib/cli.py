@@ -166,6 +166,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
             extra_conf=settings.spark,
             jars_dir=_project_path(settings.jars_dir),
             log_level=settings.spark_log_level,
+            launch_conf=settings.spark_submit,
         )
         with database(db_url, settings) as db:
             log.info("deliver: target %s", db)
@@ -230,7 +231,11 @@ def quality_main(argv: list[str] | None = None) -> int:
     sources = load_sources(conf_dir)
     settings = load_settings(conf_dir)
     spark = build_session(
-        "field-quality", master=args.master, extra_conf=settings.spark, jars_dir=_project_path(settings.jars_dir)
+        "field-quality",
+        master=args.master,
+        extra_conf=settings.spark,
+        jars_dir=_project_path(settings.jars_dir),
+        launch_conf=settings.spark_submit,
     )
     input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
     found = discover(spark, input_uri, sources)
@@ -285,6 +290,52 @@ def show_main(argv: list[str] | None = None) -> int:
         ).fetchone()
     if report:
         print(f"the newest run's report (open it in a browser): {report[0]}")
+    return 0
+
+
+def maintain_main(argv: list[str] | None = None) -> int:
+    """OPTIMIZE and VACUUM the warehouse's Delta tables under the warehouse's run lock."""
+    import json
+
+    from leadpipe.maintain import MIN_RETAIN_HOURS, maintain
+
+    p = argparse.ArgumentParser(prog="leads-maintain", description=maintain.__doc__)
+    p.add_argument("--warehouse", help="the warehouse (default: settings 'warehouse')")
+    p.add_argument("--db-url", default=os.environ.get("LEADPIPE_DB_URL"), help="PostgreSQL holding the run lock")
+    p.add_argument("--retain-hours", type=int, default=MIN_RETAIN_HOURS, help="VACUUM keeps files this recent")
+    p.add_argument("--no-vacuum", action="store_true", help="compact only")
+    p.add_argument("--conf-dir")
+    p.add_argument("--master")
+    args = p.parse_args(argv)
+    setup_logging("INFO")
+    conf_dir = resolve_conf_dir(args.conf_dir)
+    settings = load_settings(conf_dir)
+    warehouse = args.warehouse or settings.warehouse
+    warehouse = warehouse if "://" in warehouse else _project_path(warehouse)
+    from leadpipe.deliver import ensure_tables
+    from leadpipe.pipeline import new_run_id
+    from leadpipe.runs import RunLock
+    from leadpipe.session import build_session
+    from leadpipe.warehouse import Warehouse
+
+    spark = build_session(
+        "leads-maintain",
+        master=args.master,
+        extra_conf=settings.spark,
+        jars_dir=_project_path(settings.jars_dir),
+        log_level=settings.spark_log_level,
+        launch_conf=settings.spark_submit,
+    )
+    wh = Warehouse(warehouse)
+    with database(args.db_url or settings.postgres.url, settings) as db:
+        ensure_tables(db, settings.postgres.schema_, settings.postgres.leads_table)
+        lock = RunLock(db, wh.root, settings.postgres.schema_)
+        lock.acquire("maintain-" + new_run_id())
+        try:
+            done = maintain(spark, wh, args.retain_hours, vacuum=not args.no_vacuum)
+        finally:
+            lock.release()
+    print(json.dumps([d.__dict__ for d in done]))
     return 0
 
 

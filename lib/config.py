@@ -216,20 +216,45 @@ class PostgresSettings(_Strict):
     retry_backoff_seconds: float = Field(2.0, ge=0, le=60)  # doubles after every failed attempt
 
 
+#: Spark settings read only when a JVM starts: set in ``spark:`` (applied to a running session)
+#: they would be silently ignored under spark-submit, so they belong in ``spark_submit:``.
+LAUNCH_ONLY_SPARK = re.compile(
+    r"^spark\.(driver\.(memory|memoryOverhead|cores|extra\w+|defaultJavaOptions)|jars|submit\..*)$"
+)
+
+
 class Settings(_Strict):
-    """Environment settings (conf/settings.yaml): where things live and how Spark runs."""
+    """Environment settings (conf/settings.yaml): where things live and how Spark runs.
+
+    ``spark_submit`` holds what Spark reads when the driver JVM starts (driver memory): `make jars`
+    writes it into spark-defaults.conf, the EMR step passes it as ``--conf``, and a session that
+    Python starts itself sets it. ``spark`` holds session settings, applied when the job starts.
+    """
 
     warehouse: str = ".local/warehouse"
     reports: str | None = None  # None: reports/ beside the warehouse
     jars_dir: str = "jars"
     spark: dict[str, str] = Field(default_factory=dict)
+    spark_submit: dict[str, str] = Field(default_factory=dict)
     spark_log_level: str = Field("WARN", pattern="^(ALL|DEBUG|INFO|WARN|ERROR|FATAL|OFF)$")
     postgres: PostgresSettings = PostgresSettings()
     jdbc_batch_size: int = 10000
+    delivery_method: str = Field("copy", pattern="^(copy|jdbc)$")  # how the staging table is filled
     quality_top_values: int = 5
     hold: HoldRules = HoldRules()
     delta_commit_attempts: int = Field(3, ge=1, le=10)  # a MERGE that lost a Delta commit race is retried
     path: str = ""
+
+    @field_validator("spark")
+    @classmethod
+    def _session_settings_only(cls, value: dict[str, str]) -> dict[str, str]:
+        late = sorted(k for k in value if LAUNCH_ONLY_SPARK.match(k))
+        if late:
+            raise ValueError(
+                f"{late} take effect only when the driver JVM starts (spark-submit has started it before the job "
+                "reads this file): move them to 'spark_submit', which `make jars` writes into spark-defaults.conf"
+            )
+        return value
 
     def hold_rules(self, source: SourceConfig) -> HoldRules:
         return source.hold or self.hold

@@ -58,13 +58,16 @@ def find_jars(jars_dir: str | Path | None = None) -> list[str]:
     raise JarsMissing(f"no jars found in {[str(c) for c in candidates if c]}; run `make jars`")
 
 
-def spark_defaults(jars: list[str]) -> str:
-    """spark-defaults.conf text that puts ``jars`` on spark-submit's driver and executors."""
+def spark_defaults(jars: list[str], launch_conf: dict[str, str] | None = None) -> str:
+    """spark-defaults.conf text that puts ``jars`` on spark-submit's driver and executors and
+    sets what Spark reads only at launch (``spark_submit`` in settings: driver memory)."""
     lines = [
         "# written by `make jars`: the leads job's JVM jars (bootstrap/pom.xml)",
         f"spark.jars {','.join(jars)}",
         "# Spark's own log level from the start; the job logs one line per stage (conf/settings.yaml)",
         "spark.log.level WARN",
+        "# settings.yaml 'spark_submit': read when the driver JVM starts (a --conf or --driver-memory flag wins)",
+        *[f"{k} {v}" for k, v in sorted((launch_conf or {}).items())],
     ]
     return "\n".join(lines) + "\n"
 
@@ -75,8 +78,12 @@ def build_session(
     extra_conf: dict[str, str] | None = None,
     jars_dir: str | Path | None = None,
     log_level: str = "WARN",
+    launch_conf: dict[str, str] | None = None,
 ) -> SparkSession:
-    """Get or create the session. ``master`` defaults to spark-submit's, else ``local[*]``."""
+    """Get or create the session. ``master`` defaults to spark-submit's, else ``local[*]``.
+    ``launch_conf`` (settings ``spark_submit``: driver memory) applies when this call starts the
+    JVM; under spark-submit it came from spark-defaults.conf or the command line, and the driver's
+    actual memory is logged."""
     # Python workers must run this interpreter (the venv with leadpipe and its libraries), not
     # whatever `python3` is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -86,6 +93,7 @@ def build_session(
     if existing is None and not _under_spark_submit():
         conf["spark.jars"] = ",".join(find_jars(jars_dir))
         conf.setdefault("spark.master", master or "local[*]")
+        conf.update(launch_conf or {})
     elif master:
         conf["spark.master"] = master
     conf["spark.log.level"] = log_level  # applied when the SparkContext starts
@@ -96,7 +104,25 @@ def build_session(
     # Spark's own INFO chatter drowns the job's one-line-per-stage log; the level is a setting
     spark.sparkContext.setLogLevel(log_level)
     _check_delta(spark)
+    _log_memory(spark, launch_conf or {})
     return spark
+
+
+def _log_memory(spark: SparkSession, launch_conf: dict[str, str]) -> None:
+    conf = spark.sparkContext.getConf()
+    runtime = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
+    heap = runtime.maxMemory() / 2**30
+    wanted = launch_conf.get("spark.driver.memory")
+    actual = conf.get("spark.driver.memory", "1g")
+    log.info("spark: master %s, driver heap %.1f GiB (spark.driver.memory %s)", conf.get("spark.master"), heap, actual)
+    if wanted and actual != wanted:
+        log.warning(
+            "spark: the driver runs with spark.driver.memory %s, settings 'spark_submit' say %s: run `make jars` to "
+            "rewrite spark-defaults.conf, or pass --driver-memory %s",
+            actual,
+            wanted,
+            wanted,
+        )
 
 
 def _under_spark_submit() -> bool:
@@ -117,20 +143,24 @@ def _check_delta(spark: SparkSession) -> None:
         ) from None
 
 
-def write_spark_defaults(jars_dir: str | Path | None = None) -> Path:
+def write_spark_defaults(jars_dir: str | Path | None = None, launch_conf: dict[str, str] | None = None) -> Path:
     """Write the venv's ``pyspark/conf/spark-defaults.conf`` so that the venv's spark-submit
-    puts the jars on the driver's class path (called by ``make jars``)."""
+    puts the jars on the driver's class path and starts the driver with the settings'
+    ``spark_submit`` (called by ``make jars``)."""
     import pyspark
 
     conf_dir = Path(pyspark.__file__).resolve().parent / "conf"
     conf_dir.mkdir(exist_ok=True)
     target = conf_dir / "spark-defaults.conf"
-    target.write_text(spark_defaults(find_jars(jars_dir)))
+    target.write_text(spark_defaults(find_jars(jars_dir), launch_conf))
     return target
 
 
 if __name__ == "__main__":
-    print(f"wrote {write_spark_defaults()}")
+    from leadpipe.config import load_settings
+
+    _settings = load_settings(sys.argv[1] if len(sys.argv) > 1 else PROJECT_DIR / "conf")
+    print(f"wrote {write_spark_defaults(launch_conf=_settings.spark_submit)}")
 
 
 @contextlib.contextmanager

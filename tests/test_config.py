@@ -135,3 +135,20 @@ def test_yaml_syntax_error_names_the_file(tmp_path):
     path.write_text("id: nv_dpbh\nfields: [unclosed\n")
     with pytest.raises(ConfigError, match=r"nv_dpbh\.yaml: not valid YAML"):
         load_source(path)
+
+
+def test_launch_time_spark_settings_are_refused_where_they_would_be_ignored(tmp_path):
+    """spark.driver.memory under `spark:` has no effect once spark-submit started the driver."""
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump({"spark": {"spark.driver.memory": "8g"}}))
+    with pytest.raises(ConfigError, match=r"settings.yaml.*spark.*spark\.driver\.memory.*spark_submit"):
+        load_settings(tmp_path)
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump({"spark_submit": {"spark.driver.memory": "8g"}}))
+    assert load_settings(tmp_path).spark_submit == {"spark.driver.memory": "8g"}
+
+
+def test_make_jars_writes_driver_memory_where_spark_submit_reads_it(tmp_path):
+    from leadpipe.session import spark_defaults
+
+    text = spark_defaults(["/j/delta-spark_2.13-4.2.0.jar"], load_settings().spark_submit)
+    assert "spark.driver.memory 4g" in text.splitlines()
+    assert "spark.jars /j/delta-spark_2.13-4.2.0.jar" in text.splitlines()
