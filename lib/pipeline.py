@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -122,6 +122,7 @@ class Run:
     reports: str | None = None  # where the run's report goes (None: no report)
     blocked: dict[str, str] = field(default_factory=dict)  # source -> its snapshot held or failed in this run
     forced: set[str] = field(default_factory=set)  # sources applied on purpose (--apply-held)
+    quarantined: set[tuple[str, date]] | None = None  # (source, snapshot) with rows in quarantine
 
 
 def run_weekly(
@@ -172,14 +173,20 @@ def run_weekly(
             run.state.finish()
             return RunResult(run.state)
     try:
-        found = discover(spark, input_uri, sources)
+        with run.state.timed("discover"):
+            found = discover(spark, input_uri, sources)
         run.state.unmatched_files = found.unmatched
         if not found.files:
             run.state.fail(f"no file in {input_uri} matches a source's file_pattern")
-        run.applied = read_applied_state(spark, run.wh.leads)
-        for snapshot_date, files_by_source in found.by_date().items():
+        with run.state.timed("state"):
+            run.applied = read_applied_state(spark, run.wh.leads)
+        dates = found.by_date()
+        started = time.monotonic()
+        for i, (snapshot_date, files_by_source) in enumerate(dates.items(), 1):
             apply_snapshot_date(run, snapshot_date, files_by_source)
-        deliver_backlog(run)
+            progress(run, i, len(dates), snapshot_date, time.monotonic() - started)
+        with run.state.timed("deliver"):
+            deliver_backlog(run)
         for sid in sorted(run.apply_held - run.forced):
             run.state.warnings.append(f"--apply-held {sid}: no snapshot of {sid} was held in this run; nothing forced")
     except Exception as exc:  # the summary says what happened; the traceback goes to the log
@@ -198,6 +205,8 @@ def take_lock(run: Run, record: RunRecord) -> None:
     ensure_tables(run.db, run.settings.postgres.schema_, run.settings.postgres.leads_table)
     run.lock = RunLock(run.db, run.wh.root, run.settings.postgres.schema_)
     run.lock.acquire(run.state.run_id)
+    if wh_mod.delete_path(run.spark, run.wh.scratch):  # only a killed run leaves it; we hold the lock
+        log.warning("lock: deleted %s left by an interrupted run", run.wh.scratch)
     record.start(run.lock.conn, run.state.run_id, run.wh.root, run.state.input)
 
 
@@ -214,7 +223,8 @@ def hold_lock(run: Run) -> bool:
 def finish(run: Run, record: RunRecord | None) -> None:
     run.state.finish()
     if record is not None and run.reports:
-        write_run_report(run)
+        with run.state.timed("report"):
+            write_run_report(run)
     log.info(
         "report: run %s %s; delivered %d lead(s); %s",
         run.state.run_id,
@@ -242,6 +252,25 @@ def write_run_report(run: Run) -> None:
         run.state.warnings.append(f"report not written: {type(exc).__name__}: {_first_line(exc)}")
         return
     run.state.report = report_fields(files)
+
+
+def progress(run: Run, done: int, total: int, snapshot_date: date, elapsed: float) -> None:
+    """One line per snapshot date: done/total, what happened to it, elapsed and estimated remaining
+    (a backfill of years of snapshots is one run; a killed one resumes where the table says)."""
+    mine = [o for o in run.state.snapshots if o.snapshot_date == snapshot_date]
+    statuses = ", ".join(f"{o.source} {o.status}" for o in mine)
+    rows = sum(o.rows_read for o in mine)
+    left = elapsed / done * (total - done)
+    log.info(
+        "progress: snapshot %d/%d (%s): %s; %d row(s) read; %.0f s elapsed, about %.0f s left",
+        done,
+        total,
+        snapshot_date,
+        statuses or "nothing to do",
+        rows,
+        elapsed,
+        left,
+    )
 
 
 # -- 2. each snapshot applied once: the plan -------------------------------------------------
@@ -288,7 +317,9 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
     to_read = {sid: files for sid, files in files_by_source.items() if outcomes[sid].status in ("", STALE)}
     if not to_read:
         return
-    canonical, cfgs, read_failures = map_snapshot(run.spark, run.sources, to_read, snapshot_date)
+    with run.state.timed("read"):
+        previous = run.spark.read.format("delta").load(run.wh.leads) if table_exists(run.spark, run.wh.leads) else None
+        canonical, cfgs, read_failures = map_snapshot(run.spark, run.sources, to_read, snapshot_date, previous)
     for sid, message in read_failures.items():
         outcomes[sid].status, outcomes[sid].message = FAILED, message
         run.blocked[sid] = f"its snapshot {snapshot_date} failed"
@@ -300,12 +331,14 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
         for sid, o in outcomes.items()
         if o.status == STALE
     }
-    with session_conf(run.spark, RULES_PLAN_CONF):  # the cached plan is made here, once
-        tagged = tag(canonical, {c.id: c.identity.columns for c in cfgs}, stale).persist(StorageLevel.MEMORY_AND_DISK)
+    tagged = materialize(run, tag(canonical, {c.id: c.identity.columns for c in cfgs}, stale), snapshot_date)
     try:
-        count_rows(run, tagged, [outcomes[c.id] for c in cfgs])
+        with run.state.timed("read"):
+            count_rows(run, tagged, [outcomes[c.id] for c in cfgs])
         faults.reach("after_read")
-        write_derived(run, tagged, cfgs, snapshot_date, list(stale))
+        with run.state.timed("bronze"):
+            rejected = sum(outcomes[c.id].rows_rejected for c in cfgs)
+            write_derived(run, tagged, cfgs, snapshot_date, list(stale), rejected)
         faults.reach("after_bronze")
         for i, cfg in enumerate(cfgs):
             o = outcomes[cfg.id]
@@ -329,13 +362,31 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
                 run.blocked.setdefault(cfg.id, f"its snapshot {snapshot_date} was {o.status}")
             run.state.record(o)
     finally:
-        tagged.unpersist()
+        wh_mod.delete_path(run.spark, run.wh.scratch_for(run.state.run_id, snapshot_date))
+
+
+def materialize(run: Run, tagged: DataFrame, snapshot_date: date) -> DataFrame:
+    """Read, map, standardize and tag once, into the run's scratch Parquet, and return it read back.
+
+    Everything after this (counts, bronze, quarantine, quality, hold check, one MERGE per source)
+    reads these files: the agency's files are parsed and the rules evaluated once per snapshot,
+    memory stays bounded (nothing is cached on the driver), and every later plan is a small scan
+    instead of the rules' expression tree, which Spark would otherwise re-analyze for each job."""
+    path = run.wh.scratch_for(run.state.run_id, snapshot_date)
+    with run.state.timed("read"), session_conf(run.spark, RULES_PLAN_CONF):
+        tagged.write.mode("overwrite").parquet(path)
+    return run.spark.read.parquet(path)
 
 
 def map_snapshot(
-    spark: SparkSession, sources: dict[str, SourceConfig], files_by_source: dict[str, list], snapshot_date: date
+    spark: SparkSession,
+    sources: dict[str, SourceConfig],
+    files_by_source: dict[str, list],
+    snapshot_date: date,
+    previous: DataFrame | None = None,
 ) -> tuple[DataFrame | None, list[SourceConfig], dict[str, str]]:
     """read + map to canonical for every source of one snapshot date, as one DataFrame.
+    ``previous``: the leads table, whose unchanged rows need no standardizing (map_to_canonical).
 
     Returns (canonical rows of all readable sources or None, their configs, source -> error for
     the sources left out: a file lacks a column their rules read; the error names the file).
@@ -351,7 +402,7 @@ def map_snapshot(
             log.error("read: %s", exc)
             failures[sid] = str(exc)
             continue
-        frames.append(map_to_canonical(raw, cfg))
+        frames.append(map_to_canonical(raw, cfg, previous))
         cfgs.append(cfg)
     if not frames:
         return None, cfgs, failures
@@ -394,11 +445,19 @@ def count_rows(run: Run, tagged: DataFrame, outcomes: list[SnapshotOutcome]) -> 
         )
 
 
-def write_derived(run: Run, tagged: DataFrame, cfgs: list[SourceConfig], snapshot_date: date, stale: list[str]):
+def write_derived(
+    run: Run, tagged: DataFrame, cfgs: list[SourceConfig], snapshot_date: date, stale: list[str], rejected: int
+) -> None:
     ids = [c.id for c in cfgs]
     wh_mod.write_bronze(run.spark, run.wh, tagged, ids, snapshot_date, run.state.run_id)
-    wh_mod.write_quarantine(run.spark, run.wh, quarantine_of(tagged), ids, snapshot_date, run.state.run_id, stale)
-    log.info("bronze: %s %s written (every row read); quarantine replaced", ids, snapshot_date)
+    if run.quarantined is None:  # which (source, snapshot) have rows there: read once per run
+        run.quarantined = wh_mod.quarantined_snapshots(run.spark, run.wh)
+    if rejected or any((sid, snapshot_date) in run.quarantined for sid in ids):
+        wh_mod.write_quarantine(run.spark, run.wh, quarantine_of(tagged), ids, snapshot_date, run.state.run_id, stale)
+        run.quarantined.update((sid, snapshot_date) for sid in ids)
+        log.info("bronze: %s %s written (every row read); quarantine replaced", ids, snapshot_date)
+    else:  # nothing to add and nothing to replace: no empty commit
+        log.info("bronze: %s %s written (every row read); nothing quarantined", ids, snapshot_date)
     if run.quality:
         run.quality_entries.extend(field_quality(tagged, cfgs, run.settings.quality_top_values))
 
@@ -437,7 +496,8 @@ def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame,
         o.status = FAILED
         o.message = f"{sid} {d}: no valid row; not merged (a full-refresh MERGE of nothing would remove every lead)"
         return
-    why = hold_reason(run, cfg, o, valid)
+    with run.state.timed("hold"):
+        why = hold_reason(run, cfg, o, valid)
     forced = why is not None and sid in run.apply_held
     if why is not None and not forced:
         o.status = HELD
@@ -461,9 +521,10 @@ def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame,
     if not hold_lock(run) and _replanned(run, o, files):
         return
     previous = run.applied.previous(sid)
-    result = merge_source_snapshot(
-        run.spark, run.wh.leads, valid, sid, d, run.state.run_id, metadata, run.settings.delta_commit_attempts
-    )
+    with run.state.timed("merge"):
+        result = merge_source_snapshot(
+            run.spark, run.wh.leads, valid, sid, d, run.state.run_id, metadata, run.settings.delta_commit_attempts
+        )
     if result.skipped:  # another writer applied this or a newer snapshot between the plan and the commit
         run.applied = read_applied_state(run.spark, run.wh.leads)
         if not _replanned(run, o, files):
@@ -526,6 +587,7 @@ def deliver_backlog(run: Run) -> None:
             schema=run.settings.postgres.schema_,
             table=run.settings.postgres.leads_table,
             batch_size=run.settings.jdbc_batch_size,
+            method=run.settings.delivery_method,
         )
     except Exception as exc:
         log.error("deliver: failed: %s", _first_line(exc))

@@ -383,7 +383,7 @@ def texas_rows(providers: list[Provider]) -> tuple[list[str], list[list[str]]]:
         "Infant", "Toddler", "Preschool", "School",
     ]  # fmt: skip
     rows = []
-    for i, p in enumerate(providers):
+    for p in providers:
         name = p.name.title()
         if p.extra.get("quoted"):
             name = f'"{name.split()[0]}" {" ".join(name.split()[1:])}'
@@ -391,7 +391,7 @@ def texas_rows(providers: list[Provider]) -> tuple[list[str], list[list[str]]]:
         rows.append([
             p.key, "", name, p.street + " ", p.city, "TX", p.zip, p.county, p.phone, ttype,
             "Initial" if p.provisional else "Full Permit", f"{p.issued.month}/{p.issued.day}/{p.issued.year}",
-            str(p.capacity), p.email, str(700000 + i), "", *["Y" if a else "N" for a in p.ages],
+            str(p.capacity), p.email, str(700000 + int(p.key) % 9_000_000), "", *["Y" if a else "N" for a in p.ages],
         ])  # fmt: skip
     return header, rows
 
@@ -480,6 +480,77 @@ def generate(
         manifest["weeks"].append(entry)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+SCALE_SHARES = {"nv_dpbh": 0.1, "ok_dhs": 0.2, "tx_hhs": 0.7}  # 1M rows: 100k NV, 200k OK, 700k TX
+CHUNK = 20_000
+
+
+def _chunk_providers(source: str, chunk: int, n: int, seed: int) -> list[Provider]:
+    """Providers ``chunk*CHUNK ..`` of a source: the same every time for the same arguments, and
+    their keys are unique across chunks (each chunk draws from its own key range)."""
+    gen = Generator(seed * 1_000_003 + chunk * 7 + list(LAYOUTS).index(source))
+    gen.counters[source] += chunk * CHUNK * 40  # steps are 1..37: ranges never overlap
+    out = [gen.provider(source) for _ in range(n)]
+    for i, p in enumerate(out):
+        if i % 9 == 0:
+            p.extra["couple"] = True
+        if i % 11 == 0:
+            p.extra["quoted"] = True
+    return out
+
+
+def generate_scaled(out: Path, rows: int, churn: float = 0.02, seed: int = 11, start: date = date(2024, 1, 5)) -> dict:
+    """Two weekly snapshots of about ``rows`` rows in all (split 10/20/70 % across Nevada,
+    Oklahoma and Texas), written chunk by chunk so memory stays flat at any size: ``week-1``,
+    and ``week-2`` where about ``churn`` of each source's providers are removed, as many
+    changed and as many new. Returns (and writes to ``out/scaled.json``) the counts per source."""
+    counts: dict = {"rows": rows, "churn": churn, "weeks": {}}
+    for week in (1, 2):
+        folder = out / f"week-{week}"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = (start + timedelta(days=7 * (week - 1))).strftime("%m-%d-%Y")
+        counts["weeks"][week] = {}
+        for source, (pattern, layout, encoding) in LAYOUTS.items():
+            total = max(3, round(rows * SCALE_SHARES[source]))
+            rng = random.Random(f"{seed}-{source}-{week}")
+            c = {"rows": 0, "new": 0, "changed": 0, "removed": 0}
+            with open(folder / pattern.format(d=stamp), "w", encoding=encoding, newline="") as fh:
+                chunks = [(i, min(CHUNK, total - i * CHUNK)) for i in range((total + CHUNK - 1) // CHUNK)]
+                if week == 2:  # the new providers: fresh key ranges after the existing ones
+                    new = max(1, round(total * churn))
+                    base = len(chunks)
+                    chunks += [(base + i, min(CHUNK, new - i * CHUNK)) for i in range((new + CHUNK - 1) // CHUNK)]
+                for k, (chunk, n) in enumerate(chunks):
+                    plist = _chunk_providers(source, chunk, n, seed)
+                    is_new = week == 2 and chunk * CHUNK >= total
+                    if week == 2 and not is_new:
+                        kept = []
+                        for p in plist:
+                            draw = rng.random()
+                            if draw < churn:
+                                c["removed"] += 1
+                                continue
+                            if draw < 2 * churn:
+                                p = Generator.change(_Changer(rng), p)
+                                c["changed"] += 1
+                            kept.append(p)
+                        plist = kept
+                    c["new"] += len(plist) if is_new else 0
+                    c["rows"] += len(plist)
+                    header, body = layout(plist)
+                    text = _csv_text(header if k == 0 else [], body)
+                    fh.write(text if k == 0 else text.split("\r\n", 1)[1])
+            counts["weeks"][week][source] = c
+    (out / "scaled.json").write_text(json.dumps(counts, indent=2))
+    return counts
+
+
+class _Changer:
+    """Lets ``Generator.change`` draw from a given random stream."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
 
 
 def main(argv: list[str] | None = None) -> int:

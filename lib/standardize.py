@@ -544,15 +544,30 @@ def schedule(cols: list[Column], p: ScheduleParams) -> dict[str, Column]:
 # --------------------------------------------------------------------------- library-backed rules
 
 
-def _python_struct_udf(parse: Callable[[str], tuple], fields: list[str]):
-    """An Arrow pandas UDF applying ``parse`` (str -> tuple of str|None) to each distinct value."""
+#: Parsed values per rule, kept by each Python worker across Arrow batches and tasks (Spark
+#: reuses its Python workers), so a value repeated anywhere in a snapshot, or in the next snapshot
+#: of a backfill, is parsed once per worker. Bounded: a rule's cache is emptied when it is full.
+PARSE_CACHE_LIMIT = 250_000
+_PARSED: dict[str, dict[str, tuple]] = {}
+
+
+def _python_struct_udf(parse: Callable[[str], tuple], fields: list[str], cache_key: str):
+    """An Arrow pandas UDF applying ``parse`` (str -> tuple of str|None) once per distinct value
+    (``cache_key`` names the rule and its parameters: equal keys must mean equal results)."""
     schema = T.StructType([T.StructField(f, T.StringType()) for f in fields])
 
     @F.pandas_udf(schema)
     def udf(values: pd.Series) -> pd.DataFrame:
-        uniques = {v: parse(v) for v in values.dropna().unique()}
+        import leadpipe.standardize as module  # the worker's module: its cache outlives this batch
+
+        cache = module._PARSED.setdefault(cache_key, {})
+        fresh = [v for v in values.dropna().unique() if v not in cache]
+        if len(cache) + len(fresh) > module.PARSE_CACHE_LIMIT:
+            cache.clear()
+        for v in fresh:
+            cache[v] = parse(v)
         empty = (None,) * len(fields)
-        rows = [uniques.get(v, empty) if isinstance(v, str) else empty for v in values]
+        rows = [cache.get(v, empty) if isinstance(v, str) else empty for v in values]
         return pd.DataFrame(rows, columns=fields, dtype=object)
 
     return udf
@@ -578,7 +593,7 @@ class PhoneParams(_Params):
 def phone(cols: list[Column], p: PhoneParams) -> dict[str, Column]:
     """E.164 via phonenumbers (``830-429-1010`` -> ``+18304291010``); invalid -> NULL."""
     region = p.region
-    udf = _python_struct_udf(lambda v: parse_phone(v, region), ["e164"])
+    udf = _python_struct_udf(lambda v: parse_phone(v, region), ["e164"], f"phone:{region}")
     return {"value": udf(cols[0])["e164"]}
 
 
@@ -649,7 +664,9 @@ def parse_us_address(value: str) -> tuple[str | None, ...]:
 )
 def us_address(cols: list[Column], p: _Params) -> dict[str, Column]:
     """One-field address ``STREET[, UNIT] CITY, ST ZIP`` -> street, unit, city, state, zip."""
-    parsed = _python_struct_udf(parse_us_address, ["address1", "address2", "city", "state", "zip"])(cols[0])
+    parsed = _python_struct_udf(parse_us_address, ["address1", "address2", "city", "state", "zip"], "us_address")(
+        cols[0]
+    )
     return {k: parsed[k] for k in ("address1", "address2", "city", "state", "zip")}
 
 
@@ -706,7 +723,9 @@ class PersonParams(_Params):
 def person_name(cols: list[Column], p: PersonParams) -> dict[str, Column]:
     """Contact name cell -> first and last name of the first person listed."""
     several = p.several
-    parsed = _python_struct_udf(lambda v: parse_person(v, several), ["first_name", "last_name"])(cols[0])
+    parsed = _python_struct_udf(lambda v: parse_person(v, several), ["first_name", "last_name"], f"person:{several}")(
+        cols[0]
+    )
     return {"first_name": parsed["first_name"], "last_name": parsed["last_name"]}
 
 
@@ -723,7 +742,7 @@ def parse_name_and_title(value: str) -> tuple[str | None, str | None, str | None
 @rule("name_title_lines", outputs=("first_name", "last_name", "title"), optional=("title",))
 def name_title_lines(cols: list[Column], p: _Params) -> dict[str, Column]:
     """A two-line cell: the person's name, then their title (Oklahoma ``Primary Caregiver``)."""
-    parsed = _python_struct_udf(parse_name_and_title, ["first_name", "last_name", "title"])(cols[0])
+    parsed = _python_struct_udf(parse_name_and_title, ["first_name", "last_name", "title"], "name_title")(cols[0])
     return {k: parsed[k] for k in ("first_name", "last_name", "title")}
 
 
@@ -761,7 +780,7 @@ def parse_dba(value: str) -> tuple[str | None, str | None]:
 @rule("dba_company", outputs=("company", "licensee_name"), optional=("licensee_name",))
 def dba_company(cols: list[Column], p: _Params) -> dict[str, Column]:
     """Company cell that may hold ``LAST, FIRST DBA TRADE NAME`` (Oklahoma family homes)."""
-    parsed = _python_struct_udf(parse_dba, ["company", "licensee_name"])(cols[0])
+    parsed = _python_struct_udf(parse_dba, ["company", "licensee_name"], "dba")(cols[0])
     return {"company": parsed["company"], "licensee_name": parsed["licensee_name"]}
 
 
@@ -775,20 +794,26 @@ def raw_present(cols: list[Column]) -> Column:
     return present
 
 
-def apply_rules(raw: DataFrame, cfg) -> DataFrame:
+def apply_rules(raw: DataFrame, cfg, skip: Column | None = None) -> DataFrame:
     """Evaluate a source's configured rules on its raw columns.
 
     Returns ``raw`` plus one ``__<column>`` per canonical business column the source fills and
     ``dq_issues``: one entry per required output that came out NULL although a source value was
     present. Each rule is evaluated once per row (its outputs travel as one struct), so a
-    library-backed rule parses a value once even when it fills several columns.
+    library-backed rule parses a value once even when it fills several columns. Where ``skip``
+    is true the rules see NULL inputs (their outputs are to be ignored): such rows cost no parsing.
     """
     # Clean every input column once, as a column of its own: rules then refer to it by name
     # instead of repeating the whole clean() expression in every reference.
     names = sorted({name for field in cfg.fields for name in field.inputs})
     cleaned = {name: f"__in{i}" for i, name in enumerate(names)}
     raw_cols = list(raw.columns)
-    prepared = raw.select("*", *[clean(F.col(f"`{name}`")).alias(alias) for name, alias in cleaned.items()])
+
+    def cleaned_input(name: str) -> Column:
+        c = clean(F.col(f"`{name}`"))
+        return c if skip is None else F.when(~skip, c)  # a skipped row's rules see NULLs: nothing to parse
+
+    prepared = raw.select("*", *[cleaned_input(name).alias(alias) for name, alias in cleaned.items()])
     structs = []
     for i, field in enumerate(cfg.fields):
         spec = RULES[field.rule]

@@ -14,7 +14,9 @@ locked          4    another run holds the warehouse's lock: nothing was started
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -100,6 +102,16 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     report: dict[str, str] | None = None  # {"html": path, "csv": path} of the run's report
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds, summed over snapshots
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Add the wall time of the block to ``timings[stage]``."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.monotonic() - start, 3)
 
     def record(self, outcome: SnapshotOutcome) -> None:
         self.snapshots.append(outcome)

@@ -3,6 +3,8 @@
 ``<warehouse>/leads``       every lead ever seen (the MERGE target; see merge.py)
 ``<warehouse>/bronze``      every row read, as the agency wrote it (a raw map), per snapshot
 ``<warehouse>/quarantine``  rows that are not leads, with reason and detail
+``<warehouse>/_scratch``    a run's standardized rows of the snapshot it is applying (Parquet),
+                            deleted when the snapshot is done and by the next run after a kill
 
 Bronze and quarantine are derived tables: each write replaces the rows of its (source,
 snapshot_date), so a re-run of a snapshot leaves one copy, and nothing reads them to decide what
@@ -56,6 +58,21 @@ class Warehouse:
     def quarantine(self) -> str:
         return self._path("quarantine")
 
+    @property
+    def scratch(self) -> str:
+        return self._path("_scratch")
+
+    def scratch_for(self, run_id: str, snapshot_date: date) -> str:
+        return f"{self.scratch}/{run_id}/{snapshot_date.isoformat()}"
+
+
+def delete_path(spark: SparkSession, path: str) -> bool:
+    """Delete a folder (any Hadoop file system: local, s3a); True when something was deleted."""
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.exists(hpath) and fs.delete(hpath, True))
+
 
 def _ensure(spark: SparkSession, path: str, schema: T.StructType, partition: list[str]) -> None:
     if not DeltaTable.isDeltaTable(spark, path):
@@ -83,6 +100,14 @@ def write_bronze(
         F.lit(run_id).alias("run_id"),
     )
     _replace_snapshot(rows, wh.bronze, sources, snapshot_date)
+
+
+def quarantined_snapshots(spark: SparkSession, wh: Warehouse) -> set[tuple[str, date]]:
+    """The (source, snapshot_date) pairs that have rows in quarantine."""
+    if not DeltaTable.isDeltaTable(spark, wh.quarantine):
+        return set()
+    rows = spark.read.format("delta").load(wh.quarantine).select("source", "snapshot_date").distinct().collect()
+    return {(r.source, r.snapshot_date) for r in rows}
 
 
 def write_quarantine(
