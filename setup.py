@@ -32,6 +32,8 @@ DEV = [
     "moto[server]==5.2.5",
     "ruff==0.17.6",
     "playwright==1.65.2",
+    "duckdb==2.0.1",
+    "psutil==7.1.3",
 ]
 
 setup(
@@ -50,6 +52,7 @@ setup(
             "leads-sample=leadpipe.sample:main",
             "leads-quality=leadpipe.cli:quality_main",
             "leads-show=leadpipe.cli:show_main",
+            "leads-maintain=leadpipe.cli:maintain_main",
         ]
     },
 )
