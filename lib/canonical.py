@@ -173,6 +173,7 @@ def record_hash(columns: list[str] | None = None) -> Column:
 
 
 _PREV = "__prev_"
+_REUSE = "__reuse"
 
 
 def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | None = None) -> DataFrame:
@@ -214,9 +215,12 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
             (F.col("lead_id") == F.col(_PREV + "lead_id")) & (F.col(RAW_HASH_COLUMN) == F.col(_PREV + RAW_HASH_COLUMN)),
             "left",
         )
-        reuse = F.col(_PREV + "lead_id").isNotNull()
-    staged = apply_rules(raw, cfg, skip=reuse)
-    filled = set(c.removeprefix("__") for c in staged.columns if c.startswith("__") and not c.startswith(_PREV))
+        raw = raw.withColumn(_REUSE, F.col(_PREV + "lead_id").isNotNull())
+        reuse = F.col(_REUSE)
+    staged = apply_rules(raw, cfg, skip=_REUSE if reuse is not None else None)
+    filled = {
+        c.removeprefix("__") for c in staged.columns if c.startswith("__") and not c.startswith(_PREV) and c != _REUSE
+    }
     df = staged.select(
         "*",
         *[F.lit(None).cast(dtype).alias(f"__{name}") for name, dtype in BUSINESS_COLUMNS.items() if name not in filled],

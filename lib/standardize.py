@@ -794,26 +794,52 @@ def raw_present(cols: list[Column]) -> Column:
     return present
 
 
-def apply_rules(raw: DataFrame, cfg, skip: Column | None = None) -> DataFrame:
+def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     """Evaluate a source's configured rules on its raw columns.
 
     Returns ``raw`` plus one ``__<column>`` per canonical business column the source fills and
     ``dq_issues``: one entry per required output that came out NULL although a source value was
     present. Each rule is evaluated once per row (its outputs travel as one struct), so a
-    library-backed rule parses a value once even when it fills several columns. Where ``skip``
-    is true the rules see NULL inputs (their outputs are to be ignored): such rows cost no parsing.
+    library-backed rule parses a value once even when it fills several columns. Where the boolean
+    column named ``skip`` is true the rules see NULL inputs (their outputs are to be ignored): such rows cost no parsing.
     """
+    plan = _rule_columns(cfg, skip)
+    raw_cols = list(raw.columns)
+    prepared = raw.select("*", *plan.cleaned)
+    staged = prepared.select(*[F.col(f"`{c}`") for c in raw_cols], *plan.structs)
+    keep = [F.col(f"`{c}`") for c in raw_cols]
+    return staged.select(*keep, *plan.outputs, plan.issues.alias("dq_issues"))
+
+
+@dataclass(frozen=True)
+class _RulePlan:
+    cleaned: list[Column]
+    structs: list[Column]
+    outputs: list[Column]
+    issues: Column
+
+
+_RULE_PLANS: dict[tuple[int, str, str, str | None], _RulePlan] = {}
+
+
+def _rule_columns(cfg, skip: str | None) -> _RulePlan:
+    """The rules' column expressions of a source, built once per (source, rules, skip) and reused
+    for every snapshot: they refer to columns by name only, and building them costs a thousand
+    calls into the JVM (about a second per snapshot in a backfill)."""
+    from pyspark import SparkContext
+
+    key = (id(SparkContext._active_spark_context), cfg.id, cfg.rules_version(), skip)  # a new JVM: new columns
+    if key in _RULE_PLANS:
+        return _RULE_PLANS[key]
     # Clean every input column once, as a column of its own: rules then refer to it by name
     # instead of repeating the whole clean() expression in every reference.
     names = sorted({name for field in cfg.fields for name in field.inputs})
     cleaned = {name: f"__in{i}" for i, name in enumerate(names)}
-    raw_cols = list(raw.columns)
 
     def cleaned_input(name: str) -> Column:
         c = clean(F.col(f"`{name}`"))
-        return c if skip is None else F.when(~skip, c)  # a skipped row's rules see NULLs: nothing to parse
+        return c if skip is None else F.when(~F.col(skip), c)  # a skipped row's rules see NULLs: nothing to parse
 
-    prepared = raw.select("*", *[cleaned_input(name).alias(alias) for name, alias in cleaned.items()])
     structs = []
     for i, field in enumerate(cfg.fields):
         spec = RULES[field.rule]
@@ -827,7 +853,6 @@ def apply_rules(raw: DataFrame, cfg, skip: Column | None = None) -> DataFrame:
                 F.concat_ws(" | ", *inputs).alias("__raw"),
             ).alias(f"__rule{i}")
         )
-    staged = prepared.select(*[F.col(f"`{c}`") for c in raw_cols], *structs)
     outputs: list[Column] = []
     issues: list[Column] = []
     for i, field in enumerate(cfg.fields):
@@ -848,5 +873,6 @@ def apply_rules(raw: DataFrame, cfg, skip: Column | None = None) -> DataFrame:
                 )
             )
     issue_array = F.filter(F.array(*issues), lambda x: x.isNotNull()) if issues else F.array()
-    keep = [F.col(f"`{c}`") for c in raw_cols]
-    return staged.select(*keep, *outputs, issue_array.alias("dq_issues"))
+    plan = _RulePlan([cleaned_input(n).alias(a) for n, a in cleaned.items()], structs, outputs, issue_array)
+    _RULE_PLANS[key] = plan
+    return plan

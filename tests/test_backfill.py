@@ -1,10 +1,14 @@
 """Backfill: one run given a year of weekly snapshots applies them all, in date order, one MERGE
-each, and ends exactly where applying them one run a week ends; an interrupted backfill resumes
-after the last snapshot the leads table records as applied."""
+each, with a progress line per snapshot; interrupted, it resumes after the last snapshot the
+leads table records as applied; and it ends exactly where a year of weekly runs ends. Then
+maintenance (OPTIMIZE, VACUUM) leaves the state of record as it was."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,33 +16,28 @@ from delta.tables import DeltaTable
 
 from leadpipe import faults
 from leadpipe.canonical import lead_id_for
+from leadpipe.maintain import maintain
 from leadpipe.merge import read_applied_state
 from leadpipe.pipeline import run_weekly
 from leadpipe.sample import generate
+from leadpipe.warehouse import Warehouse
 from tests.helpers import pg_lead_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-WEEKS = int(__import__("os").environ.get("BACKFILL_WEEKS", 52))
+WEEKS = 52
+STOP_AFTER = 26  # MERGEs before the first attempt is interrupted
+ROOT = Path(__file__).resolve().parent.parent
 # what a lead is, whatever run wrote it (run ids and versions differ between the two ways)
 COMPARED = (
-    "lead_id",
-    "record_hash",
-    "raw_hash",
-    "first_seen",
-    "snapshot_date",
-    "is_active",
-    "removed_on",
-    "last_change",
+    "lead_id", "record_hash", "raw_hash", "first_seen", "snapshot_date", "is_active", "removed_on", "last_change",
     "regexp_extract(source_file, '[^/]+$', 0) AS file",
-)
+)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def year(tmp_path_factory) -> tuple[Path, list[Path], dict]:
+def _year(root: Path) -> tuple[Path, list[Path], dict]:
     """52 weekly Texas snapshots (about 30 providers, with weekly churn), all in one folder and
     each in its own."""
-    root = tmp_path_factory.mktemp("year")
     manifest = generate(root / "gen", weeks=WEEKS, providers=90, seed=5, truncate_oklahoma=False)
     everything = root / "all"
     everything.mkdir()
@@ -53,63 +52,67 @@ def year(tmp_path_factory) -> tuple[Path, list[Path], dict]:
     return everything, weekly, manifest
 
 
-def _leads(spark, wh: Path) -> list[tuple]:
-    return [
-        tuple(r)
-        for r in DeltaTable.forPath(spark, str(wh / "leads")).toDF().selectExpr(*COMPARED).orderBy("lead_id").collect()
-    ]
+def _leads(spark, path: str) -> list[tuple]:
+    return [tuple(r) for r in DeltaTable.forPath(spark, path).toDF().selectExpr(*COMPARED).orderBy("lead_id").collect()]
 
 
-def test_a_year_in_one_run_equals_a_year_of_weekly_runs(
-    spark, sources, settings, db, pg_server, tmp_path, year, caplog
-):
-    everything, weekly, manifest = year
-    backfill_wh = tmp_path / "backfill"
-    with caplog.at_level("INFO", logger="leadpipe.pipeline"):
-        r = run_weekly(
-            spark, sources, str(everything), str(backfill_wh), db, settings, run_id="backfill", quality=False
-        )
-    assert r.ok, r.summary
-    applied = [o for o in r.state.snapshots if o.status == "applied"]
-    assert [o.snapshot_date.isoformat() for o in applied] == [w["snapshot_date"] for w in manifest["weeks"]]
-    progress = [m for m in caplog.messages if m.startswith("progress: ")]
-    assert len(progress) == WEEKS
-    assert progress[-1].startswith(f"progress: snapshot {WEEKS}/{WEEKS} ")
-    assert "about 0 s left" in progress[-1]
-
-    weekly_wh = tmp_path / "weekly"
-    for i, folder in enumerate(weekly):
-        w = run_weekly(spark, sources, str(folder), str(weekly_wh), None, settings, run_id=f"week{i}", quality=False)
-        assert w.ok, w.summary
-    assert _leads(spark, backfill_wh) == _leads(spark, weekly_wh)
-    every_lead = {lead_id_for("tx_hhs", [k]) for w in manifest["weeks"] for k in w["sources"]["tx_hhs"]["keys"]}
-    assert pg_lead_ids(db) == every_lead
-    assert r.summary["delivered"] == len(every_lead)
-
-
-def test_an_interrupted_backfill_resumes_after_its_last_applied_snapshot(spark, sources, settings, db, tmp_path, year):
-    everything, _weekly, manifest = year
-    wh = tmp_path / "wh"
-    merges = []
-
-    def stop_after_ten():
-        merges.append(1)
-        if len(merges) == 10:
-            raise RuntimeError("interrupted after the tenth MERGE")
-
-    faults.on("after_merge", stop_after_ten)
+def test_a_year_in_one_resumed_run_equals_a_year_of_weekly_runs(spark, sources, settings, db, tmp_path, caplog):
+    everything, weekly, manifest = _year(tmp_path)
+    dates = [w["snapshot_date"] for w in manifest["weeks"]]
+    reference_wh = tmp_path / "weekly"
+    reference = subprocess.Popen(  # 52 weekly runs, one at a time, beside the backfill
+        [sys.executable, "-m", "tests.backfill_reference", str(reference_wh), *map(str, weekly)],
+        cwd=ROOT,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        first = run_weekly(spark, sources, str(everything), str(wh), db, settings, run_id="part1", quality=False)
-    finally:
-        faults.clear()
-    assert first.state.status == "failed"
-    state = read_applied_state(spark, str(wh / "leads"))
-    assert state.latest["tx_hhs"].isoformat() == manifest["weeks"][9]["snapshot_date"]
+        wh = Warehouse(str(tmp_path / "backfill"))
+        merges = []
 
-    second = run_weekly(spark, sources, str(everything), str(wh), db, settings, run_id="part2", quality=False)
-    assert second.ok, second.summary
-    statuses = [o.status for o in second.state.snapshots]
-    assert statuses == ["already_applied"] * 10 + ["applied"] * (WEEKS - 10)
-    assert pg_lead_ids(db) == {
-        lead_id_for("tx_hhs", [k]) for w in manifest["weeks"] for k in w["sources"]["tx_hhs"]["keys"]
-    }
+        def interrupt():
+            merges.append(1)
+            if len(merges) == STOP_AFTER:
+                raise RuntimeError(f"interrupted after MERGE {STOP_AFTER}")
+
+        faults.on("after_merge", interrupt)
+        try:
+            first = run_weekly(spark, sources, str(everything), wh.root, db, settings, run_id="part1", quality=False)
+        finally:
+            faults.clear()
+        assert first.state.status == "failed"
+        assert read_applied_state(spark, wh.leads).latest["tx_hhs"].isoformat() == dates[STOP_AFTER - 1]
+
+        with caplog.at_level("INFO", logger="leadpipe.pipeline"):
+            second = run_weekly(spark, sources, str(everything), wh.root, db, settings, run_id="part2", quality=False)
+        assert second.ok, second.summary
+        assert [o.status for o in second.state.snapshots] == ["already_applied"] * STOP_AFTER + ["applied"] * (
+            WEEKS - STOP_AFTER
+        )
+        assert [o.snapshot_date.isoformat() for o in second.state.snapshots] == dates
+        progress = [m for m in caplog.messages if m.startswith("progress: ")]
+        assert len(progress) == WEEKS
+        assert progress[0].startswith(f"progress: snapshot 1/{WEEKS} ({dates[0]}): tx_hhs already_applied; 0 row(s)")
+        assert progress[-1].startswith(f"progress: snapshot {WEEKS}/{WEEKS} ({dates[-1]}): tx_hhs applied; ")
+        assert progress[-1].endswith("about 0 s left")
+        every_lead = {lead_id_for("tx_hhs", [k]) for w in manifest["weeks"] for k in w["sources"]["tx_hhs"]["keys"]}
+        assert pg_lead_ids(db) == every_lead  # each delivered once, over the two attempts
+        assert first.summary["delivered"] + second.summary["delivered"] == len(every_lead)
+    finally:
+        _out, err = reference.communicate(timeout=1800)
+    assert reference.returncode == 0, err[-3000:]
+    backfilled = _leads(spark, wh.leads)
+    assert backfilled == _leads(spark, str(reference_wh / "leads"))
+    assert sum(1 for r in backfilled if r[5]) == len(manifest["weeks"][-1]["sources"]["tx_hhs"]["keys"])
+
+    # maintenance after a backfill: compaction changes files, never the state of record
+    state = read_applied_state(spark, wh.leads)
+    files = DeltaTable.forPath(spark, wh.leads).detail().first()["numFiles"]
+    maintain(spark, wh)
+    assert DeltaTable.forPath(spark, wh.leads).detail().first()["numFiles"] < files
+    assert _leads(spark, wh.leads) == backfilled
+    after = read_applied_state(spark, wh.leads)
+    assert (after.latest, set(after.applied)) == (state.latest, set(state.applied))
+    again = run_weekly(spark, sources, str(weekly[-1]), wh.root, None, settings, run_id="after", quality=False)
+    assert [o.status for o in again.state.snapshots] == ["already_applied"]
