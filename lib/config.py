@@ -227,7 +227,7 @@ class Settings(_Strict):
     """Environment settings (conf/settings.yaml): where things live and how Spark runs.
 
     ``spark_submit`` holds what Spark reads when the driver JVM starts (driver memory): `make jars`
-    writes it into spark-defaults.conf, the EMR step passes it as ``--conf``, and a session that
+    writes it into spark-defaults.conf, an EMR step must pass it as ``--conf``, and a session that
     Python starts itself sets it. ``spark`` holds session settings, applied when the job starts.
     """
 
