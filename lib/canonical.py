@@ -174,6 +174,7 @@ def record_hash(columns: list[str] | None = None) -> Column:
 
 _PREV = "__prev_"
 _REUSE = "__reuse"
+_RAW, _ID, _RAW_HASH = "__lp_raw", "__lp_lead_id", "__lp_raw_hash"
 
 
 def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | None = None) -> DataFrame:
@@ -196,9 +197,10 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
     columns = source_columns(raw)
     raw_map = F.map_from_arrays(F.array(*[F.lit(c) for c in columns]), F.array(*[F.col(f"`{c}`") for c in columns]))
     key_parts = [identity_value(raw_map[c], cfg.identity.after_last) for c in cfg.identity.columns]
-    raw = raw.withColumn(RAW_COLUMN, raw_map)
-    raw = raw.withColumn("lead_id", lead_id(F.lit(cfg.id), key_parts))
-    raw = raw.withColumn(RAW_HASH_COLUMN, raw_hash(F.col(RAW_COLUMN)))
+    # internal names: a source column called "raw" or "lead_id" must not be shadowed
+    raw = raw.withColumn(_RAW, raw_map)
+    raw = raw.withColumn(_ID, lead_id(F.lit(cfg.id), key_parts))
+    raw = raw.withColumn(_RAW_HASH, raw_hash(F.col(_RAW)))
     version = cfg.rules_version()
     reuse = None
     if previous is not None:
@@ -211,15 +213,17 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
             *[F.col(c).alias(_PREV + c) for c in kept],
         )
         raw = raw.join(
-            prev,
-            (F.col("lead_id") == F.col(_PREV + "lead_id")) & (F.col(RAW_HASH_COLUMN) == F.col(_PREV + RAW_HASH_COLUMN)),
+            prev.dropDuplicates([_PREV + "lead_id"]),  # one per lead (the MERGE keeps it so): never multiplies rows
+            (F.col(_ID) == F.col(_PREV + "lead_id")) & (F.col(_RAW_HASH) == F.col(_PREV + RAW_HASH_COLUMN)),
             "left",
         )
         raw = raw.withColumn(_REUSE, F.col(_PREV + "lead_id").isNotNull())
         reuse = F.col(_REUSE)
     staged = apply_rules(raw, cfg, skip=_REUSE if reuse is not None else None)
     filled = {
-        c.removeprefix("__") for c in staged.columns if c.startswith("__") and not c.startswith(_PREV) and c != _REUSE
+        c.removeprefix("__")
+        for c in staged.columns
+        if c.startswith("__") and not c.startswith((_PREV, "__lp_")) and c != _REUSE
     }
     df = staged.select(
         "*",
@@ -237,12 +241,12 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
         F.col("_snapshot_date").alias("snapshot_date"),
         F.col("_snapshot_date").alias("first_seen"),
         *[value(name, dtype).alias(name) for name, dtype in BUSINESS_COLUMNS.items()],
-        F.col(RAW_COLUMN),
+        F.col(_RAW).alias(RAW_COLUMN),
         value(ISSUES_COLUMN).alias(ISSUES_COLUMN),
         F.col("_record_no").alias(RECORD_COLUMN),
         F.col("_corrupt_record"),
-        F.col("lead_id"),
-        F.col(RAW_HASH_COLUMN),
+        F.col(_ID).alias("lead_id"),
+        F.col(_RAW_HASH).alias(RAW_HASH_COLUMN),
     )
     df = df.withColumn("record_hash", record_hash())
     df = df.withColumn(RULES_VERSION_COLUMN, F.lit(version))

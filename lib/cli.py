@@ -297,7 +297,7 @@ def maintain_main(argv: list[str] | None = None) -> int:
     """OPTIMIZE and VACUUM the warehouse's Delta tables under the warehouse's run lock."""
     import json
 
-    from leadpipe.maintain import MIN_RETAIN_HOURS, maintain
+    from leadpipe.maintain import MIN_RETAIN_HOURS, maintain, undelivered_versions
 
     p = argparse.ArgumentParser(prog="leads-maintain", description=maintain.__doc__)
     p.add_argument("--warehouse", help="the warehouse (default: settings 'warehouse')")
@@ -332,7 +332,14 @@ def maintain_main(argv: list[str] | None = None) -> int:
         lock = RunLock(db, wh.root, settings.postgres.schema_)
         lock.acquire("maintain-" + new_run_id())
         try:
-            done = maintain(spark, wh, args.retain_hours, vacuum=not args.no_vacuum)
+            behind = undelivered_versions(spark, wh, db, settings.postgres.schema_)
+            if behind and not args.no_vacuum:
+                logging.getLogger("leadpipe").warning(
+                    "maintain: leads versions %d..%d are not delivered yet: the leads table is not vacuumed (its "
+                    "change feed must stay readable until the next run delivers them)",
+                    *behind,
+                )
+            done = maintain(spark, wh, args.retain_hours, vacuum=not args.no_vacuum, vacuum_leads=behind is None)
         finally:
             lock.release()
     print(json.dumps([d.__dict__ for d in done]))

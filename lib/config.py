@@ -189,15 +189,20 @@ class SourceConfig(_Strict):
 
     def rules_version(self) -> str:
         """Short hash of everything that decides the standardized fields of this source: the
-        field rules with their params and the rule library's version. Recorded on every lead
+        field rules with their params, the rule library's version, its code and the parsing
+        libraries' versions. Recorded on every lead
         and MERGE commit, so a rule change is reported as such, not as providers changing."""
         import hashlib
         import json
 
-        from leadpipe.standardize import RULES_LIBRARY_VERSION
+        from leadpipe.standardize import RULES_LIBRARY_VERSION, rules_code_version
 
         spec = [f.model_dump(by_alias=True) for f in self.fields]
-        text = json.dumps({"library": RULES_LIBRARY_VERSION, "fields": spec}, sort_keys=True, default=str)
+        text = json.dumps(
+            {"library": RULES_LIBRARY_VERSION, "code": rules_code_version(), "fields": spec},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 

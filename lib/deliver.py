@@ -232,12 +232,14 @@ def _stage_by_copy(leads: DataFrame, db: DbTarget, schema: str, stage: str, batc
 
         options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         rows = 0
-        with db.connect() as conn, conn.cursor() as cur, cur.copy(copy) as out:
-            for batch in batches:
-                sink = pa.BufferOutputStream()
-                pacsv.write_csv(batch, sink, write_options=options)
-                out.write(sink.getvalue())
-                rows += batch.num_rows
+        with db.connect() as conn, conn.cursor() as cur:
+            cur.execute("SET client_encoding TO 'UTF8'")  # pyarrow writes UTF-8, whatever the server's default
+            with cur.copy(copy) as out:
+                for batch in batches:
+                    sink = pa.BufferOutputStream()
+                    pacsv.write_csv(batch, sink, write_options=options)
+                    out.write(sink.getvalue())
+                    rows += batch.num_rows
         yield pa.RecordBatch.from_pydict({"rows": [rows]})
 
     written = leads.mapInArrow(write, "rows long").agg(F.sum("rows")).first()[0]

@@ -39,8 +39,16 @@ class Maintained:
     seconds: float
 
 
-def maintain(spark: SparkSession, wh: Warehouse, retain_hours: int = MIN_RETAIN_HOURS, vacuum: bool = True) -> list:
-    """OPTIMIZE (and VACUUM) every Delta table of the warehouse that exists."""
+def maintain(
+    spark: SparkSession,
+    wh: Warehouse,
+    retain_hours: int = MIN_RETAIN_HOURS,
+    vacuum: bool = True,
+    vacuum_leads: bool = True,
+) -> list:
+    """OPTIMIZE (and VACUUM) every Delta table of the warehouse that exists. ``vacuum_leads``
+    False keeps every file of the leads table: its change feed of versions not yet delivered to
+    PostgreSQL must stay readable (see :func:`undelivered_versions`)."""
     if retain_hours < MIN_RETAIN_HOURS:
         raise ValueError(f"--retain-hours {retain_hours}: at least {MIN_RETAIN_HOURS} (a week, Delta's safety floor)")
     done = []
@@ -50,13 +58,14 @@ def maintain(spark: SparkSession, wh: Warehouse, retain_hours: int = MIN_RETAIN_
         started = time.monotonic()
         table = DeltaTable.forPath(spark, path)
         metrics = table.optimize().executeCompaction().select("metrics.*").first()
-        if vacuum:
+        vacuumed = vacuum and (vacuum_leads or path != wh.leads)
+        if vacuumed:
             table.vacuum(retain_hours)
         m = Maintained(
             path,
             int(metrics["numFilesRemoved"] or 0),
             int(metrics["numFilesAdded"] or 0),
-            vacuum,
+            vacuumed,
             round(time.monotonic() - started, 1),
         )
         log.info(
@@ -64,8 +73,23 @@ def maintain(spark: SparkSession, wh: Warehouse, retain_hours: int = MIN_RETAIN_
             path,
             m.files_removed_by_optimize,
             m.files_added_by_optimize,
-            f", VACUUM older than {retain_hours} h" if vacuum else "",
+            f", VACUUM older than {retain_hours} h" if vacuumed else ", no VACUUM",
             m.seconds,
         )
         done.append(m)
     return done
+
+
+def undelivered_versions(spark: SparkSession, wh: Warehouse, db, schema: str) -> tuple[int, int] | None:
+    """(first, last) versions of the leads table not yet in PostgreSQL's delivery ledger, or None."""
+    from leadpipe.deliver import _max_delivered
+
+    if not DeltaTable.isDeltaTable(spark, wh.leads):
+        return None
+    table = DeltaTable.forPath(spark, wh.leads)
+    table_id = table.detail().select("id").first()["id"]
+    current = int(table.history(1).select("version").first()["version"])
+    with db.connect(autocommit=True) as conn:
+        done = _max_delivered(conn, schema, table_id)
+    first = 0 if done is None else done + 1
+    return (first, current) if first <= current else None

@@ -17,9 +17,11 @@ field-quality report; the lead itself is still loaded with NULL in that column.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -115,6 +117,20 @@ RULES: dict[str, RuleSpec] = {}
 #: Bump when a rule's code changes what it outputs for some input: every lead records the rules
 #: version that produced it (with the source's rule config, see ``SourceConfig.rules_version``).
 RULES_LIBRARY_VERSION = "2026.11.1"
+#: The parsing libraries whose releases can change a rule's output.
+RULE_PACKAGES = ("phonenumbers", "usaddress", "nameparser")
+
+
+@functools.cache
+def rules_code_version() -> str:
+    """What else decides the rules' output: this module's code and the parsing libraries'
+    versions. Part of every source's ``rules_version``, so that unchanged rows reuse their stored
+    standardization (canonical.map_to_canonical) only while the code that made it is the same."""
+    import hashlib
+    from importlib.metadata import version
+
+    text = Path(__file__).read_bytes() + repr([(p, version(p)) for p in RULE_PACKAGES]).encode()
+    return hashlib.sha256(text).hexdigest()[:12]
 
 
 def rule(
@@ -561,9 +577,11 @@ def _python_struct_udf(parse: Callable[[str], tuple], fields: list[str], cache_k
         import leadpipe.standardize as module  # the worker's module: its cache outlives this batch
 
         cache = module._PARSED.setdefault(cache_key, {})
-        fresh = [v for v in values.dropna().unique() if v not in cache]
+        uniques = values.dropna().unique()
+        fresh = [v for v in uniques if v not in cache]
         if len(cache) + len(fresh) > module.PARSE_CACHE_LIMIT:
-            cache.clear()
+            cache.clear()  # full: start again with this batch's values, all of them parsed here
+            fresh = list(uniques)
         for v in fresh:
             cache[v] = parse(v)
         empty = (None,) * len(fields)
@@ -819,7 +837,7 @@ class _RulePlan:
     issues: Column
 
 
-_RULE_PLANS: dict[tuple[int, str, str, str | None], _RulePlan] = {}
+_RULE_PLANS: dict[tuple[str, str, str, str | None], _RulePlan] = {}
 
 
 def _rule_columns(cfg, skip: str | None) -> _RulePlan:
@@ -828,7 +846,7 @@ def _rule_columns(cfg, skip: str | None) -> _RulePlan:
     calls into the JVM (about a second per snapshot in a backfill)."""
     from pyspark import SparkContext
 
-    key = (id(SparkContext._active_spark_context), cfg.id, cfg.rules_version(), skip)  # a new JVM: new columns
+    key = (SparkContext._active_spark_context.applicationId, cfg.id, cfg.rules_version(), skip)  # new app: new columns
     if key in _RULE_PLANS:
         return _RULE_PLANS[key]
     # Clean every input column once, as a column of its own: rules then refer to it by name
