@@ -126,6 +126,20 @@ def database(db_url: str | None, settings):
         server.stop()
 
 
+def _session(app_name: str, master: str | None, settings):
+    """The SparkSession of a command, from settings (session and launch-time Spark settings)."""
+    from leadpipe.session import build_session
+
+    return build_session(
+        app_name,
+        master=master,
+        extra_conf=settings.spark,
+        jars_dir=_project_path(settings.jars_dir),
+        log_level=settings.spark_log_level,
+        launch_conf=settings.spark_submit,
+    )
+
+
 def weekly_leads_main(argv: list[str] | None = None) -> int:
     """Run the job; print the JSON summary as the last line of standard output on every exit
     and return the documented exit status (leadpipe.state.EXIT_CODES)."""
@@ -158,16 +172,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
         return _exit(state.finish("usage_error"))
     try:
         log.info("config: %d source(s) %s from %s; run %s", len(sources), sorted(sources), conf_dir, state.run_id)
-        from leadpipe.session import build_session
-
-        spark = build_session(
-            "weekly-leads",
-            master=args.master,
-            extra_conf=settings.spark,
-            jars_dir=_project_path(settings.jars_dir),
-            log_level=settings.spark_log_level,
-            launch_conf=settings.spark_submit,
-        )
+        spark = _session("weekly-leads", args.master, settings)
         with database(db_url, settings) as db:
             log.info("deliver: target %s", db)
             result = run_weekly(
@@ -315,17 +320,9 @@ def maintain_main(argv: list[str] | None = None) -> int:
     from leadpipe.deliver import ensure_tables
     from leadpipe.pipeline import new_run_id
     from leadpipe.runs import RunLock
-    from leadpipe.session import build_session
     from leadpipe.warehouse import Warehouse
 
-    spark = build_session(
-        "leads-maintain",
-        master=args.master,
-        extra_conf=settings.spark,
-        jars_dir=_project_path(settings.jars_dir),
-        log_level=settings.spark_log_level,
-        launch_conf=settings.spark_submit,
-    )
+    spark = _session("leads-maintain", args.master, settings)
     wh = Warehouse(warehouse)
     with database(args.db_url or settings.postgres.url, settings) as db:
         ensure_tables(db, settings.postgres.schema_, settings.postgres.leads_table)

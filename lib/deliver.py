@@ -114,6 +114,12 @@ def _max_delivered(conn, schema: str, table_id: str) -> int | None:
     return None if row[0] is None else int(row[0])
 
 
+def table_position(spark: SparkSession, path: str) -> tuple[str, int]:
+    """(the Delta table's id, its current version): what the delivery ledger is keyed by."""
+    delta = DeltaTable.forPath(spark, path)
+    return delta.detail().select("id").first()["id"], int(delta.history(1).select("version").first()["version"])
+
+
 def inserted_leads(spark: SparkSession, path: str, first: int, last: int) -> DataFrame:
     """Leads that the commits ``first..last`` inserted, in the canonical (PostgreSQL) shape."""
     feed = change_feed(spark, path, first, last)
@@ -159,9 +165,7 @@ def deliver(
     ``jdbc`` (Spark's JDBC writer, batches of ``batch_size``); the publish step is the same."""
     if method not in STAGE_WRITERS:
         raise ValueError(f"delivery method {method!r}: one of {sorted(STAGE_WRITERS)}")
-    delta = DeltaTable.forPath(spark, leads_path)
-    table_id = delta.detail().select("id").first()["id"]
-    current = int(delta.history(1).select("version").first()["version"])
+    table_id, current = table_position(spark, leads_path)
     prefix = stage_prefix(table, table_id)
     with db.connect(autocommit=True) as conn:
         drop_leftover_stages(conn, schema, prefix)

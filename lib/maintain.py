@@ -82,13 +82,11 @@ def maintain(
 
 def undelivered_versions(spark: SparkSession, wh: Warehouse, db, schema: str) -> tuple[int, int] | None:
     """(first, last) versions of the leads table not yet in PostgreSQL's delivery ledger, or None."""
-    from leadpipe.deliver import _max_delivered
+    from leadpipe.deliver import _max_delivered, table_position
 
     if not DeltaTable.isDeltaTable(spark, wh.leads):
         return None
-    table = DeltaTable.forPath(spark, wh.leads)
-    table_id = table.detail().select("id").first()["id"]
-    current = int(table.history(1).select("version").first()["version"])
+    table_id, current = table_position(spark, wh.leads)
     with db.connect(autocommit=True) as conn:
         done = _max_delivered(conn, schema, table_id)
     first = 0 if done is None else done + 1
