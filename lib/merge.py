@@ -49,6 +49,7 @@ from leadpipe.canonical import (
     RAW_HASH_COLUMN,
     RULES_VERSION_COLUMN,
 )
+from leadpipe.expressions import date_value
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ def merge_source_snapshot(
                     condition=f"t.source = '{source}' AND t.is_active",
                     set={
                         "is_active": "false",
-                        "removed_on": f"DATE'{snapshot_date.isoformat()}'",
+                        "removed_on": date_value(snapshot_date, F.col("t.source")),  # compiled once
                         "run_id": f"'{run_id}'",
                         "last_change": "'removed'",
                     },

@@ -19,6 +19,7 @@ from pyspark.sql import types as T
 
 from leadpipe.config import SourceConfig
 from leadpipe.discover import SnapshotFile
+from leadpipe.expressions import date_value
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def read_source(
     for c in cfg.columns:
         if c not in df.columns:
             df = df.withColumn(c, F.lit(None).cast("string"))
-    df = df.withColumn("_snapshot_date", F.lit(snapshot_date))
+    df = df.withColumn("_snapshot_date", date_value(snapshot_date, F.col("__path")))  # compiled once
     df = with_record_numbers(df)
     source_cols = list(cfg.columns) + [c for c in df.columns if c not in cfg.columns and c not in META_COLUMNS]
     return df.select(*[F.col(f"`{c}`") for c in source_cols], *META_COLUMNS), checks

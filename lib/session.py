@@ -31,6 +31,11 @@ BASE_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    # Compiled classes are cached by their code; a snapshot's plans (rules, MERGE, bronze, counts)
+    # generate about 250 classes, and Spark's default cache of 100 evicts them before the next
+    # snapshot, so a backfill compiled every class again for every snapshot (Janino was a third of
+    # the CPU). See expressions.date_value for the other half of that fix.
+    "spark.sql.codegen.cache.maxEntries": "2000",
 }
 
 REQUIRED_JARS = ("delta-spark_", "delta-storage-", "postgresql-")

@@ -89,7 +89,7 @@ def write_bronze(
     spark: SparkSession, wh: Warehouse, canonical: DataFrame, sources: list[str], snapshot_date: date, run_id: str
 ) -> None:
     """Every row read, as the agency wrote it, from canonical rows (which carry ``raw``)."""
-    _ensure(spark, wh.bronze, BRONZE_SCHEMA, ["source"])
+    _ensure(spark, wh.bronze, BRONZE_SCHEMA, ["source", "snapshot_date"])
     rows = canonical.select(
         "source",
         "snapshot_date",
