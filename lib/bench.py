@@ -1,6 +1,6 @@
 """Benchmark harness of the weekly leads job (``make bench``; ``python -m leadpipe.bench``).
 
-    python -m leadpipe.bench --sizes 100000,1000000 [--pandas-max 1000000] [--skip-baselines]
+    python -m leadpipe.bench --sizes 100000,1000000 [--pandas-max 1000000] [--skip-baselines] [--backfill 52x100000]
 
 For every size (rows across the three sources of one weekly snapshot) it measures:
 
@@ -22,6 +22,9 @@ For every size (rows across the three sources of one weekly snapshot) it measure
   2, up to ``--pandas-max`` rows: what a team would write in an afternoon;
 * ``psql \\copy`` of the leads the job delivered in week 1 into an empty copy of the leads
   table: the delivery floor.
+
+and, once, the backfill of ``leadpipe.bench_backfill``: one run of the job over ``--backfill``
+weekly snapshots (default 52 x 100,000 rows), with the seconds each snapshot took.
 
 Data come from ``leadpipe.sample.generate_scaled`` (kept and reused in ``<out>/data/<rows>``;
 generation is timed but never part of a figure). Results merge into ``<out>/results.json`` (so
@@ -58,6 +61,7 @@ log = logging.getLogger("leadpipe.bench")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = "100000,1000000,10000000"
 DEFAULT_PANDAS_MAX = 1_000_000
+DEFAULT_BACKFILL = "52x100000"
 POLL_SECONDS = 0.2
 SETTLE_SECONDS = 0.5  # for PostgreSQL's CPU figure: backends are accounted when the server reaps them
 MB = 1024 * 1024
@@ -893,6 +897,28 @@ def bench_size(rows: int, out: Path, *, pandas_max: int, skip_baselines: bool, m
         server.stop()
 
 
+def run_backfill_once(out: Path, weeks: int, rows: int, results_path: Path, markdown: Path) -> bool:
+    """The backfill measurement (bench_backfill.py), saved into results.json under ``backfill``."""
+    from leadpipe.bench_backfill import run_backfill
+
+    try:
+        b = run_backfill(out, rows, weeks)
+    except Exception:
+        log.exception("backfill %dx%d failed", weeks, rows)
+        return False
+    results = load_results(results_path)
+    results["backfill"] = asdict(b)
+    save_results(results_path, results)
+    markdown.write_text(render_markdown(results))
+    p = b.process or {}
+    print(
+        f"backfill {weeks} x {rows:,}: {p.get('wall_s')} s, exit {p.get('exit_code')}, {b.status}; "
+        f"{b.applied} MERGEs, {b.rows_read:,} rows read, {b.delivered:,} delivered; per snapshot {b.per_snapshot_s}",
+        flush=True,
+    )
+    return p.get("exit_code") == 0 and not b.errors
+
+
 def _postmaster_pid(data_dir: Path) -> int | None:
     with contextlib.suppress(OSError, ValueError, IndexError):
         return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
@@ -1203,8 +1229,8 @@ def _week_total_dict(data: dict, week: str) -> int:
 def render_markdown(results: dict[str, Any]) -> str:
     sizes = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))
     entries = list(sizes.values())
-    newest = max(entries, key=lambda e: e["measured_at"])
-    m = newest.get("machine") or {}
+    newest = max(entries, key=lambda e: e["measured_at"]) if entries else {}
+    m = newest.get("machine") or machine_info()
     lines = [
         "# Benchmarks",
         "",
@@ -1356,6 +1382,17 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines.append("")
     for e in entries:
         lines += size_tables(e)
+    if results.get("backfill"):
+        from leadpipe.bench_backfill import backfill_markdown
+
+        lines += backfill_markdown(results["backfill"])
+    else:
+        lines += [
+            "## Backfill",
+            "",
+            f"The backfill ({DEFAULT_BACKFILL}: weeks x rows a week) has not been measured yet.",
+            "",
+        ]
     missing = [f"{n:,}" for n in (int(s) for s in DEFAULT_SIZES.split(",")) if str(n) not in sizes]
     if missing:
         lines += ["## Not measured", "", f"Sizes of the default set not measured yet: {', '.join(missing)}.", ""]
@@ -1373,6 +1410,8 @@ def print_targets(results: dict[str, Any]) -> None:
 
 
 def parse_sizes(text: str) -> list[int]:
+    if text.strip().lower() in ("0", "none"):
+        return []  # the backfill only
     sizes = []
     for part in text.replace(" ", "").split(","):
         if not part:
@@ -1384,6 +1423,19 @@ def parse_sizes(text: str) -> list[int]:
     if not sizes:
         raise argparse.ArgumentTypeError("no size given")
     return sizes
+
+
+def parse_backfill(text: str) -> tuple[int, int] | None:
+    """``WEEKSxROWS`` (``52x100000``); ``0`` or ``none``: no backfill."""
+    if text.strip().lower() in ("0", "none", ""):
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*([\d_.e]+)\s*", text)
+    if not m or int(m.group(1)) < 2:
+        raise argparse.ArgumentTypeError(f"backfill {text!r}: WEEKSxROWS with at least 2 weeks, e.g. 52x100000")
+    rows = int(float(m.group(2).replace("_", "")))
+    if rows < 100:
+        raise argparse.ArgumentTypeError(f"backfill {text!r}: at least 100 rows a week")
+    return int(m.group(1)), rows
 
 
 def parser() -> argparse.ArgumentParser:
@@ -1406,6 +1458,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--skip-baselines", action="store_true", help="run only the job (no bare parse, DuckDB, pandas, psql)"
+    )
+    p.add_argument(
+        "--backfill",
+        type=parse_backfill,
+        default=os.environ.get("BACKFILL") or DEFAULT_BACKFILL,  # a string default goes through parse_backfill
+        help="one run over WEEKSxROWS weekly snapshots (default: $BACKFILL, else 52x100000; 0 or none: skip)",
     )
     p.add_argument("--out", type=Path, default=Path(".local/bench"), help="working folder (default .local/bench)")
     p.add_argument(
@@ -1442,7 +1500,7 @@ def main(argv: list[str] | None = None) -> int:
     results_path = out / "results.json"
     if args.report_only:
         results = load_results(results_path)
-        if not results["sizes"]:
+        if not results["sizes"] and not results.get("backfill"):
             log.error("no results in %s: nothing to report", _rel(results_path))
             return 1
         args.markdown.write_text(render_markdown(results))
@@ -1478,6 +1536,8 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(render_markdown(results))
         log.info("size %d: results in %s, %s rewritten", rows, _rel(results_path), _rel(args.markdown))
         print("\n".join(size_tables(results["sizes"][str(rows)])), flush=True)
+    if args.backfill is not None:
+        failed |= not run_backfill_once(out, *args.backfill, results_path, args.markdown)
     print_targets(load_results(results_path))
     if failed:
         log.error("some runs failed: see the Failures lines above and in %s", _rel(args.markdown))

@@ -18,6 +18,7 @@ quote; Texas with Excel-doubled inner quotes, trailing spaces and Y/N age flags.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -544,6 +545,85 @@ def generate_scaled(out: Path, rows: int, churn: float = 0.02, seed: int = 11, s
             counts["weeks"][week][source] = c
     (out / "scaled.json").write_text(json.dumps(counts, indent=2))
     return counts
+
+
+def generate_weeks(
+    out: Path, rows: int, weeks: int, churn: float = 0.02, seed: int = 11, start: date = date(2024, 1, 5)
+) -> dict:
+    """``weeks`` weekly snapshots of about ``rows`` rows each (10/20/70 % Nevada, Oklahoma, Texas),
+    all in the one folder ``out`` (a backfill's input), for ``make bench``'s backfill.
+
+    Every week after the first, about ``churn`` of each source's providers are removed for good,
+    as many changed (phone, capacity, contact or street) and as many new ones added; a provider
+    added in week k lives on from there like the others. Each provider's life (the week it goes,
+    the weeks it changes) is drawn once from its own seed, so the files are the same on every
+    machine and memory stays flat: providers are made and written chunk by chunk, every week's
+    file of a source open at once. Returns (and writes to ``out/weeks.json``) per week and source
+    the rows, new, changed and removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    dates = [start + timedelta(days=7 * w) for w in range(weeks)]
+    counts: dict = {
+        "rows": rows,
+        "weeks": weeks,
+        "churn": churn,
+        "dates": [d.isoformat() for d in dates],
+        "sources": {},
+    }
+    for source, (pattern, layout, encoding) in LAYOUTS.items():
+        total = max(3, round(rows * SCALE_SHARES[source]))
+        per_week = [{"rows": 0, "new": 0, "changed": 0, "removed": 0} for _ in range(weeks)]
+        with contextlib.ExitStack() as files:
+            handles = [
+                files.enter_context(
+                    open(out / pattern.format(d=d.strftime("%m-%d-%Y")), "w", encoding=encoding, newline="")
+                )
+                for d in dates
+            ]
+            _write_weeks(source, layout, total, weeks, churn, seed, handles, per_week)
+        counts["sources"][source] = per_week
+    (out / "weeks.json").write_text(json.dumps(counts, indent=2))
+    return counts
+
+
+def _write_weeks(
+    source: str, layout, total: int, weeks: int, churn: float, seed: int, handles: list, per_week: list[dict]
+) -> None:
+    """generate_weeks for one source: its cohorts chunk by chunk, each chunk's rows in every week
+    it is listed. Cohorts: week 1's providers, then each week's new ones, in chunk key ranges after
+    them (a chunk index is never reused, so keys never collide)."""
+    new_per_week = max(1, round(total * churn))
+    per_cohort = (new_per_week + CHUNK - 1) // CHUNK
+    base = (total + CHUNK - 1) // CHUNK
+    cohorts = [(0, total, range(base))]
+    cohorts += [(w, new_per_week, range(base + (w - 1) * per_cohort, base + w * per_cohort)) for w in range(1, weeks)]
+    headed = [False] * weeks
+    for born, size, chunk_ids in cohorts:
+        for k, chunk in enumerate(chunk_ids):
+            n = min(CHUNK, size - k * CHUNK)
+            current = _chunk_providers(source, chunk, n, seed)
+            lives = [random.Random(f"{seed}-{source}-{chunk}-{i}") for i in range(n)]
+            alive = [True] * n
+            for w in range(born, weeks):
+                for i in range(n) if w > born else ():  # this week: removed for good, changed, or as before
+                    if not alive[i]:
+                        continue
+                    draw = lives[i].random()
+                    if draw < churn:
+                        alive[i] = False
+                        per_week[w]["removed"] += 1
+                    elif draw < 2 * churn:
+                        current[i] = Generator.change(_Changer(lives[i]), current[i])
+                        per_week[w]["changed"] += 1
+                listed = [p for i, p in enumerate(current) if alive[i]]
+                if not listed:
+                    continue
+                per_week[w]["rows"] += len(listed)
+                if born and w == born:
+                    per_week[w]["new"] += len(listed)
+                header, body = layout(listed)
+                text = _csv_text(header if not headed[w] else [], body)
+                handles[w].write(text if not headed[w] else text.split("\r\n", 1)[1])
+                headed[w] = True
 
 
 class _Changer:

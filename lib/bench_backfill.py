@@ -1,0 +1,184 @@
+"""``make bench``'s backfill: one run of the job over a year of weekly snapshots.
+
+``generate_weeks`` writes ``weeks`` snapshots of ``rows`` rows each (the three real layouts, about
+2 % of each source's providers removed, changed and added every week) into one folder; the job
+is started on that folder exactly as the README starts it, against a fresh warehouse and a fresh
+embedded PostgreSQL, and measured like the weekly runs (``bench.measure``: wall, peak memory,
+CPU). From the job's ``progress:`` lines (one per snapshot date) come the seconds each snapshot
+took, so the table shows whether a snapshot costs more as the table's history grows. The
+summary's new and removed counts are checked against what the generator wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("leadpipe.bench")
+
+DEFAULT_WEEKS = 52
+DEFAULT_ROWS = 100_000
+PROGRESS = re.compile(r"progress: snapshot (\d+)/(\d+) \(([\d-]+)\): (.*?); (\d+) row\(s\) read; (\d+) s elapsed")
+
+
+@dataclass
+class BackfillResult:
+    rows: int  # per weekly snapshot
+    weeks: int
+    measured_at: str
+    data_folder: str = ""
+    data_bytes: int = 0
+    generation_s: float | None = None
+    expected: dict[str, int] = field(default_factory=dict)  # generator: rows, new, removed over all weeks
+    process: dict[str, Any] | None = None  # bench.ProcessRun as a dict
+    status: str | None = None
+    rows_read: int = 0
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    delivered: int = 0
+    applied: int = 0  # (source, snapshot) MERGEs
+    timings: dict[str, float] = field(default_factory=dict)
+    per_snapshot_s: list[float] = field(default_factory=list)  # seconds of each snapshot date, in order
+    errors: list[str] = field(default_factory=list)
+
+
+def snapshot_seconds(stderr_text: str) -> list[float]:
+    """Seconds each snapshot date took, from the job's ``progress:`` lines (elapsed differences)."""
+    elapsed = [int(m.group(6)) for m in PROGRESS.finditer(stderr_text)]
+    return [float(b - a) for a, b in zip([0, *elapsed], elapsed, strict=False)]
+
+
+def run_backfill(out: Path, rows: int, weeks: int) -> BackfillResult:
+    from leadpipe.bench import _postmaster_pid, _rel, fresh_dir, job_env, measure, venv_bin
+    from leadpipe.postgres import EmbeddedPostgres
+    from leadpipe.sample import generate_weeks
+
+    result = BackfillResult(rows, weeks, datetime.now(UTC).isoformat(timespec="seconds"))
+    folder = out / "data" / f"backfill-{weeks}x{rows}"
+    manifest = folder / "weeks.json"
+    if manifest.exists():
+        counts = json.loads(manifest.read_text())
+        log.info("backfill data: reusing %s", _rel(folder))
+    else:
+        fresh_dir(folder)
+        log.info(
+            "backfill data: generating %d weeks of %d rows in %s (not part of any figure)", weeks, rows, _rel(folder)
+        )
+        t = time.monotonic()
+        counts = generate_weeks(folder, rows, weeks)
+        result.generation_s = round(time.monotonic() - t, 1)
+    result.data_folder = _rel(folder)
+    result.data_bytes = sum(p.stat().st_size for p in folder.glob("*.csv"))
+    per_week = [list(w) for w in zip(*counts["sources"].values(), strict=True)]  # week -> sources
+    result.expected = {
+        "rows": sum(s["rows"] for w in per_week for s in w),
+        "new": sum(s["rows"] for s in per_week[0]) + sum(s["new"] for w in per_week[1:] for s in w),
+        "removed": sum(s["removed"] for w in per_week for s in w),
+    }
+    pg_dir = out / "pg-backfill"
+    server = EmbeddedPostgres(pg_dir)
+    if server.running_port() is not None:  # left running by an interrupted bench run
+        server.started_here = True
+        server.stop("immediate")
+    if pg_dir.exists():
+        import shutil
+
+        shutil.rmtree(pg_dir)
+    warehouse = fresh_dir(out / "wh-backfill")
+    target = server.start()
+    try:
+        args = ["jobs/weekly_leads.py", "--input", str(folder), "--warehouse", str(warehouse), "--db-url", str(target)]
+        log.info("backfill %d x %d: spark-submit %s", weeks, rows, " ".join(args))
+        proc = measure(
+            "backfill",
+            [str(venv_bin() / "spark-submit"), *args],
+            shown=["spark-submit", *args],
+            env=job_env(),
+            log_stem=out / "logs" / f"backfill-{weeks}x{rows}",
+            server_pid=_postmaster_pid(pg_dir),
+        )
+    finally:
+        server.stop()
+    from dataclasses import asdict
+
+    result.process = asdict(proc)
+    summary = proc.result or {}
+    if not summary:
+        result.errors.append(f"no JSON summary on the last line of {proc.stdout_log}")
+    result.status = summary.get("status")
+    totals = summary.get("sources") or {}
+    for name in ("rows_read", "new", "changed", "removed"):
+        setattr(result, name, sum(int(t.get(name) or 0) for t in totals.values()))
+    result.delivered = int(summary.get("delivered") or 0)
+    result.applied = sum(1 for s in summary.get("snapshots") or [] if s.get("status") == "applied")
+    result.timings = {k: float(v) for k, v in (summary.get("timings") or {}).items() if isinstance(v, int | float)}
+    result.errors += [str(e)[:300] for e in summary.get("errors") or []]
+    root = Path(__file__).resolve().parent.parent
+    text = ""
+    for name in (proc.stdout_log, proc.stderr_log):  # spark-submit's Python runner merges stderr into stdout
+        path = Path(name) if Path(name).is_absolute() else root / name
+        text += path.read_text(errors="replace") if path.exists() else ""
+    result.per_snapshot_s = snapshot_seconds(text)
+    return result
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def backfill_markdown(entry: dict[str, Any]) -> list[str]:
+    """The BENCHMARKS.md section of one backfill measurement (``BackfillResult`` as a dict)."""
+    p = entry.get("process") or {}
+    per = entry.get("per_snapshot_s") or []
+    weeks, rows = entry["weeks"], entry["rows"]
+    wall = p.get("wall_s")
+    lines = [
+        f"## Backfill: {weeks} weekly snapshots of {rows:,} rows in one run",
+        "",
+        f"Measured {entry['measured_at']}. Data: `{entry['data_folder']}` ({entry['data_bytes'] / 1024 / 1024:,.0f} MB, "
+        f"{weeks * 3} files; `leadpipe.sample.generate_weeks`: every week about 2 % of each source's providers "
+        "removed for good, 2 % changed, 2 % new). One `spark-submit jobs/weekly_leads.py --input <that folder>` "
+        "against a fresh warehouse and a fresh embedded PostgreSQL, measured like the weekly runs.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| exit / status | {p.get('exit_code')} / {entry.get('status')} |",
+        f"| wall, s | {_fmt(wall)} |",
+        f"| (source, snapshot) MERGEs applied | {entry.get('applied')} of {weeks * 3} |",
+        f"| rows read | {entry.get('rows_read', 0):,} (generator: {entry['expected'].get('rows', 0):,}) |",
+        f"| rows read / wall s | {_fmt(entry.get('rows_read', 0) / wall if wall else None, 0)} |",
+        f"| new | {entry.get('new', 0):,} (generator: {entry['expected'].get('new', 0):,}) |",
+        f"| removed | {entry.get('removed', 0):,} (generator: {entry['expected'].get('removed', 0):,}) |",
+        f"| changed | {entry.get('changed', 0):,} |",
+        f"| delivered to PostgreSQL | {entry.get('delivered', 0):,} |",
+    ]
+    if per:
+        later = per[1:] or per
+        lines += [
+            f"| seconds per snapshot date: first | {_fmt(per[0])} |",
+            f"| seconds per snapshot date: median of the others | {_fmt(statistics.median(later))} |",
+            f"| seconds per snapshot date: weeks 2-11 / last 10, mean | {_fmt(statistics.mean(per[1:11]) if len(per) > 1 else None)}"
+            f" / {_fmt(statistics.mean(per[-10:]))} |",
+            f"| seconds per snapshot date: slowest | {_fmt(max(per))} |",
+        ]
+    peak = p.get("peak_tree_rss_mb")
+    single = p.get("peak_single_rss_mb")
+    lines += [
+        f"| peak RSS, process tree / largest process | {_fmt(peak / 1024 if peak else None, 2)} GB / "
+        f"{_fmt(single / 1024 if single else None, 2)} GB ({p.get('peak_single_process') or '-'}) |",
+        f"| driver JVM launched with -Xmx | {p.get('jvm_heap') or '-'} |",
+        f"| other processes on the machine, cores busy | {_fmt(p.get('other_cpu_cores'), 2)} |",
+    ]
+    for stage, seconds in (entry.get("timings") or {}).items():
+        lines.append(f"| stage {stage}, s (summed over snapshots) | {_fmt(seconds)} |")
+    for e in entry.get("errors") or []:
+        lines.append(f"| error | {e} |")
+    return [*lines, ""]

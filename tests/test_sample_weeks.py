@@ -1,0 +1,66 @@
+"""The backfill benchmark's data (sample.generate_weeks) and how its per-snapshot seconds are read
+(bench_backfill.snapshot_seconds). Pure Python: the files are read back with the csv module."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from leadpipe.bench_backfill import snapshot_seconds
+from leadpipe.sample import generate_weeks
+
+KEY = {"Nevada": "Credential Number", "Oklahoma": "Type License", "Texas": "Operation #"}
+
+
+def _keys(path) -> list[str]:
+    with open(path, encoding="cp1252", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    column = next(v for k, v in KEY.items() if k in path.name)
+    return [r[column] for r in rows]
+
+
+def test_weeks_are_full_snapshots_whose_differences_are_the_counted_churn(tmp_path):
+    counts = generate_weeks(tmp_path, rows=3000, weeks=6, churn=0.03)
+    assert json.loads((tmp_path / "weeks.json").read_text()) == counts
+    assert len(list(tmp_path.glob("*.csv"))) == 6 * 3
+    for source, agency in (("nv_dpbh", "Nevada"), ("ok_dhs", "Oklahoma"), ("tx_hhs", "Texas")):
+        files = sorted(tmp_path.glob(f"*{agency}*.csv"), key=lambda p: counts["dates"].index(_iso(p.name)))
+        weeks = [_keys(f) for f in files]
+        seen: set[str] = set()
+        for w, keys in enumerate(weeks):
+            c = counts["sources"][source][w]
+            assert len(keys) == len(set(keys)) == c["rows"]  # every provider once, as counted
+            if w == 0:
+                assert c == {"rows": len(keys), "new": 0, "changed": 0, "removed": 0}
+            else:
+                before = set(weeks[w - 1])
+                assert len(set(keys) - before) == c["new"] > 0
+                assert len(before - set(keys)) == c["removed"] > 0
+                assert not (set(keys) - before) & seen  # removed for good: a key never comes back
+            seen |= set(keys)
+        assert sum(c["changed"] for c in counts["sources"][source]) > 0
+
+
+def test_the_same_arguments_write_the_same_bytes(tmp_path):
+    generate_weeks(tmp_path / "a", rows=500, weeks=3)
+    generate_weeks(tmp_path / "b", rows=500, weeks=3)
+    for f in sorted((tmp_path / "a").glob("*.csv")):
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
+
+
+def _iso(name: str) -> str:
+    m, d, y = name[:10].split("-")
+    return f"{y}-{m}-{d}"
+
+
+def test_snapshot_seconds_are_the_differences_of_the_progress_lines():
+    log = "\n".join(
+        [
+            "2026-11-26 10:00:00,000 INFO leadpipe.pipeline: validate: tx_hhs 2024-01-05: 30 read",
+            "2026-11-26 10:00:09,000 INFO leadpipe.pipeline: progress: snapshot 1/3 (2024-01-05): tx_hhs applied; "
+            "30 row(s) read; 9 s elapsed, about 18 s left",
+            "... progress: snapshot 2/3 (2024-01-12): tx_hhs applied, ok_dhs held; 64 row(s) read; 13 s elapsed, about 6 s left",
+            "... progress: snapshot 3/3 (2024-01-19): nothing to do; 0 row(s) read; 20 s elapsed, about 0 s left",
+        ]
+    )
+    assert snapshot_seconds(log) == [9.0, 4.0, 7.0]
