@@ -319,16 +319,22 @@ def maintain_main(argv: list[str] | None = None) -> int:
     warehouse = warehouse if "://" in warehouse else _project_path(warehouse)
     from leadpipe.deliver import ensure_tables
     from leadpipe.pipeline import new_run_id
-    from leadpipe.runs import RunLock
+    from leadpipe.runs import RunLock, RunLocked
+    from leadpipe.state import EXIT_CODES
     from leadpipe.warehouse import Warehouse
 
-    spark = _session("leads-maintain", args.master, settings)
     wh = Warehouse(warehouse)
     with database(args.db_url or settings.postgres.url, settings) as db:
         ensure_tables(db, settings.postgres.schema_, settings.postgres.leads_table)
         lock = RunLock(db, wh.root, settings.postgres.schema_)
-        lock.acquire("maintain-" + new_run_id())
         try:
+            lock.acquire("maintain-" + new_run_id())
+        except RunLocked as exc:  # a run (or another maintenance) holds the warehouse: try later
+            log.error("maintain: %s", exc)
+            print(json.dumps({"status": "locked", "error": str(exc)}))
+            return EXIT_CODES["locked"]
+        try:
+            spark = _session("leads-maintain", args.master, settings)  # once the warehouse is ours
             behind = undelivered_versions(spark, wh, db, settings.postgres.schema_)
             if behind and not args.no_vacuum:
                 logging.getLogger("leadpipe").warning(

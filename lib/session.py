@@ -164,7 +164,9 @@ def write_spark_defaults(jars_dir: str | Path | None = None, launch_conf: dict[s
 if __name__ == "__main__":
     from leadpipe.config import load_settings
 
-    _settings = load_settings(sys.argv[1] if len(sys.argv) > 1 else PROJECT_DIR / "conf")
+    _settings = load_settings(
+        sys.argv[1] if len(sys.argv) > 1 else os.environ.get("LEADPIPE_CONF_DIR") or PROJECT_DIR / "conf"
+    )
     print(f"wrote {write_spark_defaults(launch_conf=_settings.spark_submit)}")
 
 
