@@ -120,14 +120,24 @@ def _log_memory(spark: SparkSession, launch_conf: dict[str, str]) -> None:
     wanted = launch_conf.get("spark.driver.memory")
     actual = conf.get("spark.driver.memory", "1g")
     log.info("spark: master %s, driver heap %.1f GiB (spark.driver.memory %s)", conf.get("spark.master"), heap, actual)
-    if wanted and actual != wanted:
+    if wanted and actual != wanted and _bytes(actual) < _bytes(wanted):  # more than asked: a flag, on purpose
         log.warning(
-            "spark: the driver runs with spark.driver.memory %s, settings 'spark_submit' say %s: run `make jars` to "
-            "rewrite spark-defaults.conf, or pass --driver-memory %s",
+            "spark: the driver runs with spark.driver.memory %s, less than settings 'spark_submit' say (%s): run "
+            "`make jars` to rewrite spark-defaults.conf, or pass --driver-memory %s",
             actual,
             wanted,
             wanted,
         )
+
+
+def _bytes(size: str) -> float:
+    """A JVM memory size (``512m``, ``4g``, ``4096``: MiB when no unit) in bytes; 0 when unreadable."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    text = size.strip().lower().removesuffix("b")
+    try:
+        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text) * 2**20
+    except ValueError:
+        return 0.0
 
 
 def _under_spark_submit() -> bool:

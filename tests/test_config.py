@@ -152,3 +152,16 @@ def test_make_jars_writes_driver_memory_where_spark_submit_reads_it(tmp_path):
     text = spark_defaults(["/j/delta-spark_2.13-4.2.0.jar"], load_settings().spark_submit)
     assert "spark.driver.memory 4g" in text.splitlines()
     assert "spark.jars /j/delta-spark_2.13-4.2.0.jar" in text.splitlines()
+
+
+def test_a_driver_with_less_memory_than_settings_say_is_warned_about_and_more_is_not(spark, caplog):
+    from leadpipe.session import _bytes, _log_memory
+
+    actual = spark.sparkContext.getConf().get("spark.driver.memory", "1g")
+    assert _bytes("4g") == 4 * 2**30 and _bytes("512m") == 2**29 and _bytes("2048") == 2**31
+    with caplog.at_level("INFO", logger="leadpipe.session"):
+        _log_memory(spark, {"spark.driver.memory": "64m"})  # a --driver-memory above settings: on purpose
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+        _log_memory(spark, {"spark.driver.memory": "512g"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"spark.driver.memory {actual}, less than" in warnings[0]
