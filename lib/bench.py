@@ -902,7 +902,7 @@ def run_backfill_once(out: Path, weeks: int, rows: int, results_path: Path, mark
     from leadpipe.bench_backfill import run_backfill
 
     try:
-        b = run_backfill(out, rows, weeks)
+        b = run_backfill(out, rows, weeks, machine_info())
     except Exception:
         log.exception("backfill %dx%d failed", weeks, rows)
         return False
@@ -916,6 +916,8 @@ def run_backfill_once(out: Path, weeks: int, rows: int, results_path: Path, mark
         f"{b.applied} MERGEs, {b.rows_read:,} rows read, {b.delivered:,} delivered; per snapshot {b.per_snapshot_s}",
         flush=True,
     )
+    for e in b.errors:
+        log.error("backfill: %s", e)
     return p.get("exit_code") == 0 and not b.errors
 
 
@@ -1426,9 +1428,12 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def parse_backfill(text: str) -> tuple[int, int] | None:
-    """``WEEKSxROWS`` (``52x100000``); ``0`` or ``none``: no backfill."""
+    """``WEEKSxROWS`` (``52x100000``); ``0`` or ``none``: no backfill; ``default``: the default
+    (main drops it when sizes were chosen)."""
     if text.strip().lower() in ("0", "none", ""):
         return None
+    if text == "default":
+        return (*parse_backfill(DEFAULT_BACKFILL), "default")  # type: ignore[return-value]
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*([\d_.e]+)\s*", text)
     if not m or int(m.group(1)) < 2:
         raise argparse.ArgumentTypeError(f"backfill {text!r}: WEEKSxROWS with at least 2 weeks, e.g. 52x100000")
@@ -1462,8 +1467,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backfill",
         type=parse_backfill,
-        default=os.environ.get("BACKFILL") or DEFAULT_BACKFILL,  # a string default goes through parse_backfill
-        help="one run over WEEKSxROWS weekly snapshots (default: $BACKFILL, else 52x100000; 0 or none: skip)",
+        default=os.environ.get("BACKFILL") or "default",  # a string default goes through parse_backfill
+        help="one run over WEEKSxROWS weekly snapshots (default: $BACKFILL, else 52x100000 unless --sizes or "
+        "$SIZES chose sizes; 0 or none: skip)",
     )
     p.add_argument("--out", type=Path, default=Path(".local/bench"), help="working folder (default .local/bench)")
     p.add_argument(
@@ -1480,6 +1486,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_args(argv)
+    chosen = args.sizes is not None or bool(os.environ.get("SIZES"))
+    if args.backfill is not None and len(args.backfill) == 3:  # not asked for: only with the default sizes
+        args.backfill = None if chosen else args.backfill[:2]
     if args.sizes is None:
         try:
             args.sizes = parse_sizes(os.environ.get("SIZES") or DEFAULT_SIZES)

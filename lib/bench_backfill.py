@@ -6,7 +6,8 @@ is started on that folder exactly as the README starts it, against a fresh wareh
 embedded PostgreSQL, and measured like the weekly runs (``bench.measure``: wall, peak memory,
 CPU). From the job's ``progress:`` lines (one per snapshot date) come the seconds each snapshot
 took, so the table shows whether a snapshot costs more as the table's history grows. The
-summary's new and removed counts are checked against what the generator wrote.
+summary's rows read, new and removed counts are checked against what the generator wrote: any
+difference is an error of the measurement.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ log = logging.getLogger("leadpipe.bench")
 
 DEFAULT_WEEKS = 52
 DEFAULT_ROWS = 100_000
-PROGRESS = re.compile(r"progress: snapshot (\d+)/(\d+) \(([\d-]+)\): (.*?); (\d+) row\(s\) read; (\d+) s elapsed")
+PROGRESS = re.compile(r"progress: snapshot (\d+)/(\d+) \(([\d-]+)\): (.*?); (\d+) row\(s\) read; ([\d.]+) s elapsed")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class BackfillResult:
     rows: int  # per weekly snapshot
     weeks: int
     measured_at: str
+    machine: dict[str, Any] = field(default_factory=dict)
     data_folder: str = ""
     data_bytes: int = 0
     generation_s: float | None = None
@@ -50,18 +52,24 @@ class BackfillResult:
     errors: list[str] = field(default_factory=list)
 
 
-def snapshot_seconds(stderr_text: str) -> list[float]:
-    """Seconds each snapshot date took, from the job's ``progress:`` lines (elapsed differences)."""
-    elapsed = [int(m.group(6)) for m in PROGRESS.finditer(stderr_text)]
-    return [float(b - a) for a, b in zip([0, *elapsed], elapsed, strict=False)]
+def snapshot_seconds(log_text: str) -> list[float]:
+    """Seconds each snapshot date took, from the job's ``progress:`` lines (differences of their
+    elapsed seconds; a line seen twice counts once)."""
+    elapsed: dict[int, float] = {}
+    for m in PROGRESS.finditer(log_text):
+        elapsed.setdefault(int(m.group(1)), float(m.group(6)))
+    ordered = [elapsed[i] for i in sorted(elapsed)]
+    return [round(b - a, 1) for a, b in zip([0.0, *ordered], ordered, strict=False)]
 
 
-def run_backfill(out: Path, rows: int, weeks: int) -> BackfillResult:
+def run_backfill(out: Path, rows: int, weeks: int, machine: dict[str, Any] | None = None) -> BackfillResult:
+    """Generate (or reuse) the weeks, run the job once over them, and say what it did; every
+    difference from what the generator wrote, and a run that did not succeed, is in ``errors``."""
     from leadpipe.bench import _postmaster_pid, _rel, fresh_dir, job_env, measure, venv_bin
     from leadpipe.postgres import EmbeddedPostgres
     from leadpipe.sample import generate_weeks
 
-    result = BackfillResult(rows, weeks, datetime.now(UTC).isoformat(timespec="seconds"))
+    result = BackfillResult(rows, weeks, datetime.now(UTC).isoformat(timespec="seconds"), machine or {})
     folder = out / "data" / f"backfill-{weeks}x{rows}"
     manifest = folder / "weeks.json"
     if manifest.exists():
@@ -127,6 +135,18 @@ def run_backfill(out: Path, rows: int, weeks: int) -> BackfillResult:
         path = Path(name) if Path(name).is_absolute() else root / name
         text += path.read_text(errors="replace") if path.exists() else ""
     result.per_snapshot_s = snapshot_seconds(text)
+    if len(result.per_snapshot_s) != weeks:
+        result.errors.append(f"{len(result.per_snapshot_s)} progress line(s) in the job's log, {weeks} expected")
+    if result.status != "succeeded":
+        result.errors.append(f"the run's status is {result.status!r}, not 'succeeded'")
+    if result.applied != weeks * len(counts["sources"]):
+        result.errors.append(
+            f"{result.applied} (source, snapshot) MERGEs applied, {weeks * len(counts['sources'])} expected"
+        )
+    for name in ("rows_read", "new", "removed"):
+        want = result.expected["rows" if name == "rows_read" else name]
+        if getattr(result, name) != want:
+            result.errors.append(f"{name} {getattr(result, name):,}, the generator wrote {want:,}")
     return result
 
 
@@ -148,6 +168,9 @@ def backfill_markdown(entry: dict[str, Any]) -> list[str]:
         "removed for good, 2 % changed, 2 % new). One `spark-submit jobs/weekly_leads.py --input <that folder>` "
         "against a fresh warehouse and a fresh embedded PostgreSQL, measured like the weekly runs.",
         "",
+        "The machine is the one in Machine above unless results.json says otherwise "
+        f"({(entry.get('machine') or {}).get('cpu', '?')}, {(entry.get('machine') or {}).get('cpus_usable', '?')} CPUs).",
+        "",
         "| figure | value |",
         "|---|---|",
         f"| exit / status | {p.get('exit_code')} / {entry.get('status')} |",
@@ -165,10 +188,13 @@ def backfill_markdown(entry: dict[str, Any]) -> list[str]:
         lines += [
             f"| seconds per snapshot date: first | {_fmt(per[0])} |",
             f"| seconds per snapshot date: median of the others | {_fmt(statistics.median(later))} |",
-            f"| seconds per snapshot date: weeks 2-11 / last 10, mean | {_fmt(statistics.mean(per[1:11]) if len(per) > 1 else None)}"
-            f" / {_fmt(statistics.mean(per[-10:]))} |",
             f"| seconds per snapshot date: slowest | {_fmt(max(per))} |",
         ]
+        if len(per) >= 21:  # does a snapshot cost more as the table's history grows?
+            early, late = statistics.mean(per[1:11]), statistics.mean(per[-10:])
+            lines.append(
+                f"| seconds per snapshot date: mean of weeks 2-11 / of the last 10 | {_fmt(early)} / {_fmt(late)} |"
+            )
     peak = p.get("peak_tree_rss_mb")
     single = p.get("peak_single_rss_mb")
     lines += [

@@ -558,8 +558,10 @@ def generate_weeks(
     added in week k lives on from there like the others. Each provider's life (the week it goes,
     the weeks it changes) is drawn once from its own seed, so the files are the same on every
     machine and memory stays flat: providers are made and written chunk by chunk, every week's
-    file of a source open at once. Returns (and writes to ``out/weeks.json``) per week and source
-    the rows, new, changed and removed."""
+    file of a source open at once. Every week lists at least that week's new providers, so no file
+    is ever empty. Returns (and writes to ``out/weeks.json``) per week and source the rows, new,
+    changed and removed; ``changed`` counts the changes drawn, a few of which a layout does not
+    show (Nevada's file has no capacity)."""
     out.mkdir(parents=True, exist_ok=True)
     dates = [start + timedelta(days=7 * w) for w in range(weeks)]
     counts: dict = {

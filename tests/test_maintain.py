@@ -21,7 +21,8 @@ def test_vacuum_retention_below_a_week_is_refused(spark, tmp_path):
 
 
 @pytest.mark.integration
-def test_maintenance_waits_its_turn_exit_4_while_a_run_holds_the_warehouse(db, tmp_path, capsys):
+def test_maintenance_waits_its_turn_exit_4_while_a_run_holds_the_warehouse(db, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("leadpipe.cli._session", lambda *a, **k: pytest.fail("Spark started before the lock"))
     wh = str(tmp_path / "wh")
     holder = RunLock(db, wh)
     holder.acquire("the-weekly-run")
