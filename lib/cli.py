@@ -345,7 +345,7 @@ def maintain_main(argv: list[str] | None = None) -> int:
             done = maintain(spark, wh, args.retain_hours, vacuum=not args.no_vacuum, vacuum_leads=behind is None)
         finally:
             lock.release()
-    print(json.dumps([d.__dict__ for d in done]))
+    print(json.dumps({"status": "succeeded", "tables": [d.__dict__ for d in done]}))
     return 0
 
 

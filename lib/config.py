@@ -228,6 +228,10 @@ LAUNCH_ONLY_SPARK = re.compile(
 )
 
 
+#: A JVM memory size as Spark reads it: a number, optionally k/m/g/t (or kb/mb/gb/tb; no unit: MiB).
+MEMORY = re.compile(r"^\d+([kmgt]b?)?$", re.I)
+
+
 class Settings(_Strict):
     """Environment settings (conf/settings.yaml): where things live and how Spark runs.
 
@@ -258,6 +262,18 @@ class Settings(_Strict):
             raise ValueError(
                 f"{late} take effect only when the driver JVM starts (spark-submit has started it before the job "
                 "reads this file): move them to 'spark_submit', which `make jars` writes into spark-defaults.conf"
+            )
+        return value
+
+    @field_validator("spark_submit")
+    @classmethod
+    def _memory_sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(
+            k for k, v in value.items() if k.endswith(("memory", "memoryOverhead")) and not MEMORY.match(str(v))
+        )
+        if bad:
+            raise ValueError(
+                f"{bad}: a JVM memory size such as 4g, 512m, 2gb or 4096 (MiB), got {[value[k] for k in bad]}"
             )
         return value
 

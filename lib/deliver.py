@@ -186,14 +186,17 @@ def deliver(
     dying = faults.armed("during_staging")
     if dying:  # a real death while Spark's JDBC tasks are writing: as soon as a row has landed
         faults.watch("during_staging", lambda: _staged_rows(db, schema, stage) > 0)
-    leads = leads.persist(StorageLevel.DISK_ONLY)  # the change feed is read once, however it is written
-    try:
-        staged = leads.count()
-        if staged:
-            parts = leads.coalesce(max(1, min(4, spark.sparkContext.defaultParallelism)))
-            STAGE_WRITERS[method](parts, db, schema, stage, batch_size)
-    finally:
-        leads.unpersist()
+    parts = max(1, min(4, spark.sparkContext.defaultParallelism))
+    if method == "copy":  # one pass over the change feed: the COPYs say how many rows they wrote
+        staged = _stage_by_copy(leads.coalesce(parts), db, schema, stage, batch_size)
+    else:  # Spark's JDBC writer says nothing: count first, from a copy on disk (the feed is read once)
+        leads = leads.persist(StorageLevel.DISK_ONLY)
+        try:
+            staged = leads.count()
+            if staged:
+                STAGE_WRITERS[method](leads.coalesce(parts), db, schema, stage, batch_size)
+        finally:
+            leads.unpersist()
     if dying:  # the write finished before the watcher saw a row: still nothing published
         faults.die("during_staging")
     delivered = _publish(db, schema, table, stage, table_id, first, current, run_id, staged)
@@ -212,7 +215,7 @@ def deliver(
     return Delivery(delivered, (first, current))
 
 
-def _stage_by_jdbc(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> None:
+def _stage_by_jdbc(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> int | None:
     (
         leads.write.mode("append")
         .option("batchsize", batch_size)
@@ -221,10 +224,13 @@ def _stage_by_jdbc(leads: DataFrame, db: DbTarget, schema: str, stage: str, batc
     )
 
 
-def _stage_by_copy(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> None:
+def _stage_by_copy(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> int:
     """Each partition streams its rows into the stage with one ``COPY ... FROM STDIN (FORMAT csv)``
-    on its own connection: Arrow batches rendered to CSV by pyarrow (C++), no per-row Python.
-    NULL is an unquoted empty field and an empty string a quoted one, as COPY reads them."""
+    on its own connection (one transaction), and returns the rows the partitions wrote: Arrow
+    batches rendered to CSV by pyarrow (C++), no per-row Python. NULL is an unquoted empty field
+    and an empty string a quoted one, as COPY reads them. A retried task's rows are counted once
+    (Spark keeps one attempt's result per partition); the stage may hold them twice, which the
+    publish step's distinct count and ON CONFLICT absorb."""
     columns = leads.columns
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         _name(schema, stage), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
@@ -246,8 +252,9 @@ def _stage_by_copy(leads: DataFrame, db: DbTarget, schema: str, stage: str, batc
                     rows += batch.num_rows
         yield pa.RecordBatch.from_pydict({"rows": [rows]})
 
-    written = leads.mapInArrow(write, "rows long").agg(F.sum("rows")).first()[0]
-    log.info("deliver: %d row(s) copied into the stage", written or 0)
+    written = int(leads.mapInArrow(write, "rows long").agg(F.sum("rows")).first()[0] or 0)
+    log.info("deliver: %d row(s) copied into the stage", written)
+    return written
 
 
 STAGE_WRITERS = {"copy": _stage_by_copy, "jdbc": _stage_by_jdbc}

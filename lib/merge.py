@@ -320,8 +320,14 @@ def merge_source_snapshot(
     if not metrics:  # Delta skipped the MERGE: its transaction id is already in the table
         log.info("merge: %s %s is already in %s; nothing committed", source, snapshot_date, path)
         return MergeResult(None, dict.fromkeys(COUNT_KINDS, 0))
-    version = _commit_of(table, source, snapshot_date, run_id)
-    counts = change_counts(spark, path, version)
+    version, operation = _commit_of(table, source, snapshot_date, run_id)
+    if int(operation.get("numTargetRowsMatchedUpdated", -1)) == 0:  # nothing known was rewritten: the
+        # commit's own metrics say it all (a first week's million inserts need no change-feed read)
+        counts = dict.fromkeys(COUNT_KINDS, 0)
+        counts["new"] = int(operation.get("numTargetRowsInserted", 0))
+        counts["removed"] = int(operation.get("numTargetRowsNotMatchedBySourceUpdated", 0))
+    else:
+        counts = change_counts(spark, path, version)
     counts["unchanged"] = int(metadata.get("rows_loaded", 0)) - sum(
         counts[k] for k in ("new", "changed", "returned", "restandardized")
     )
@@ -329,17 +335,17 @@ def merge_source_snapshot(
     return MergeResult(version, counts)
 
 
-def _commit_of(table: DeltaTable, source: str, snapshot_date: date, run_id: str) -> int:
-    """The version of the MERGE commit just made (the newest with its metadata)."""
+def _commit_of(table: DeltaTable, source: str, snapshot_date: date, run_id: str) -> tuple[int, dict[str, str]]:
+    """The version and operation metrics of the MERGE commit just made (the newest with its metadata)."""
     hist = table.history(20).filter(F.col("operation") == "MERGE")
-    for row in hist.select("version", "userMetadata").collect():  # newest first
+    for row in hist.select("version", "userMetadata", "operationMetrics").collect():  # newest first
         meta = _metadata(row.userMetadata) or {}
         if (meta.get("source"), meta.get("snapshot_date"), meta.get("run_id")) == (
             source,
             snapshot_date.isoformat(),
             run_id,
         ):
-            return int(row.version)
+            return int(row.version), dict(row.operationMetrics or {})
     raise RuntimeError(f"MERGE of {source} {snapshot_date} ran but its commit is not in the table's history")
 
 

@@ -262,7 +262,7 @@ def progress(run: Run, done: int, total: int, snapshot_date: date, elapsed: floa
     rows = sum(o.rows_read for o in mine)
     left = elapsed / done * (total - done)
     log.info(
-        "progress: snapshot %d/%d (%s): %s; %d row(s) read; %.0f s elapsed, about %.0f s left",
+        "progress: snapshot %d/%d (%s): %s; %d row(s) read; %.1f s elapsed, about %.0f s left",
         done,
         total,
         snapshot_date,

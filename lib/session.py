@@ -131,9 +131,11 @@ def _log_memory(spark: SparkSession, launch_conf: dict[str, str]) -> None:
 
 
 def _bytes(size: str) -> float:
-    """A JVM memory size (``512m``, ``4g``, ``4096``: MiB when no unit) in bytes; 0 when unreadable."""
+    """A JVM memory size (``512m``, ``4g``, ``4096``: MiB when no unit) in bytes; 0 when unreadable
+    (settings' sizes are checked at load: config.MEMORY)."""
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-    text = size.strip().lower().removesuffix("b")
+    text = size.strip().lower()
+    text = text[:-1] if len(text) > 1 and text[-1] == "b" and text[-2] in units else text  # 2gb = 2g
     try:
         return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text) * 2**20
     except ValueError:

@@ -144,6 +144,9 @@ def test_launch_time_spark_settings_are_refused_where_they_would_be_ignored(tmp_
         load_settings(tmp_path)
     (tmp_path / "settings.yaml").write_text(yaml.safe_dump({"spark_submit": {"spark.driver.memory": "8g"}}))
     assert load_settings(tmp_path).spark_submit == {"spark.driver.memory": "8g"}
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump({"spark_submit": {"spark.driver.memory": "8 gigs"}}))
+    with pytest.raises(ConfigError, match=r"settings.yaml.*spark_submit.*spark\.driver\.memory.*JVM memory size"):
+        load_settings(tmp_path)
 
 
 def test_make_jars_writes_driver_memory_where_spark_submit_reads_it(tmp_path):

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from leadpipe.expressions import date_value
 from leadpipe.session import session_conf
+from tests.conftest import REAL_DIR
 
 D1, D2 = date(2024, 1, 5), date(2024, 1, 12)
 
@@ -40,3 +41,18 @@ def test_two_dates_generate_the_same_code_where_literals_do_not(spark):
     assert with_value[0] and with_value[0] == with_value[1]
     with_literal = [_generated_code(_plan(spark, lambda s, d=d: F.lit(d))) for d in (D1, D2)]
     assert with_literal[0] != with_literal[1]  # what date_value avoids: a new class per date
+
+
+def test_reading_two_snapshots_of_a_file_generates_the_same_code(spark, sources, tmp_path):
+    """The rules plan starts at read_source: its snapshot date must not be a literal either."""
+    from leadpipe.discover import SnapshotFile
+    from leadpipe.read import read_source
+
+    src = next(p for p in REAL_DIR.iterdir() if "Texas" in p.name)
+    codes = []
+    for d in (D1, D2):
+        f = SnapshotFile("file:" + str(src), src.name, "tx_hhs", d, src.stat().st_size)
+        raw, _checks = read_source(spark, [f], sources["tx_hhs"], d)
+        assert {r._snapshot_date for r in raw.select("_snapshot_date").distinct().collect()} == {d}
+        codes.append(_generated_code(raw))
+    assert codes[0] and codes[0] == codes[1]
