@@ -194,6 +194,7 @@ class SizeResult:
     psql_copy: CopyRun | None = None
     baselines_skipped: bool = False
     failures: list[str] = field(default_factory=list)
+    commit: str | None = None  # the code measured: git describe --always --dirty
 
 
 @dataclass
@@ -448,6 +449,17 @@ def machine_info() -> dict[str, Any]:
             [str(_bin_dir() / "postgres"), "--version"], capture_output=True, text=True, timeout=30
         ).stdout.strip()
     return info
+
+
+def code_commit() -> str | None:
+    """The code being measured: ``git describe --always --dirty`` of the project (None outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def _source_of(file_name: str, sources: dict) -> str | None:
@@ -816,7 +828,7 @@ def _check(result: SizeResult, label: str, proc: ProcessRun) -> None:
 def bench_size(rows: int, out: Path, *, pandas_max: int, skip_baselines: bool, machine: dict) -> SizeResult:
     from leadpipe.postgres import EmbeddedPostgres
 
-    result = SizeResult(rows, datetime.now(UTC).isoformat(timespec="seconds"), machine)
+    result = SizeResult(rows, datetime.now(UTC).isoformat(timespec="seconds"), machine, commit=code_commit())
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     result.data = data = prepare_data(out, rows)
@@ -1061,7 +1073,8 @@ def size_tables(e: dict) -> list[str]:
     """Markdown for one size: the job runs, then the baselines, then notes."""
     lines = [f"## {e['rows']:,} rows", ""]
     data = e.get("data") or {}
-    lines.append(f"Measured {e['measured_at']}. Data: `{data.get('folder')}`.")
+    at = f" at commit {e['commit']}" if e.get("commit") else ""
+    lines.append(f"Measured {e['measured_at']}{at}. Data: `{data.get('folder')}`.")
     if data.get("weeks"):
         parts = []
         for week, per_source in sorted(data["weeks"].items()):
@@ -1332,7 +1345,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "embedded server's own `psql` runs `\\copy <table> (<columns>) FROM '<file>' WITH CSV` into an empty "
         "table created `LIKE public.leads INCLUDING DEFAULTS INCLUDING INDEXES` (so with the primary key, as "
         "the job's target has). Wall = the psql process. The job's delivery rate = leads delivered in week 1 "
-        "/ its `deliver` stage seconds (reading the change feed, Spark JDBC into the staging table, the "
+        "/ its `deliver` stage seconds (reading the change feed, PostgreSQL COPY from the partitions into the staging table (settings `delivery_method: copy`), the "
         "INSERT ... ON CONFLICT and ledger transaction).",
         "",
     ]

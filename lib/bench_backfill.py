@@ -35,6 +35,7 @@ class BackfillResult:
     weeks: int
     measured_at: str
     machine: dict[str, Any] = field(default_factory=dict)
+    commit: str | None = None  # the code measured
     data_folder: str = ""
     data_bytes: int = 0
     generation_s: float | None = None
@@ -65,11 +66,11 @@ def snapshot_seconds(log_text: str) -> list[float]:
 def run_backfill(out: Path, rows: int, weeks: int, machine: dict[str, Any] | None = None) -> BackfillResult:
     """Generate (or reuse) the weeks, run the job once over them, and say what it did; every
     difference from what the generator wrote, and a run that did not succeed, is in ``errors``."""
-    from leadpipe.bench import _postmaster_pid, _rel, fresh_dir, job_env, measure, venv_bin
+    from leadpipe.bench import _postmaster_pid, _rel, code_commit, fresh_dir, job_env, measure, venv_bin
     from leadpipe.postgres import EmbeddedPostgres
     from leadpipe.sample import generate_weeks
 
-    result = BackfillResult(rows, weeks, datetime.now(UTC).isoformat(timespec="seconds"), machine or {})
+    result = BackfillResult(rows, weeks, datetime.now(UTC).isoformat(timespec="seconds"), machine or {}, code_commit())
     folder = out / "data" / f"backfill-{weeks}x{rows}"
     manifest = folder / "weeks.json"
     if manifest.exists():
@@ -163,7 +164,9 @@ def backfill_markdown(entry: dict[str, Any]) -> list[str]:
     lines = [
         f"## Backfill: {weeks} weekly snapshots of {rows:,} rows in one run",
         "",
-        f"Measured {entry['measured_at']}. Data: `{entry['data_folder']}` ({entry['data_bytes'] / 1024 / 1024:,.0f} MB, "
+        f"Measured {entry['measured_at']}"
+        + (f" at commit {entry['commit']}" if entry.get("commit") else "")
+        + ". Data: `{entry['data_folder']}` ({entry['data_bytes'] / 1024 / 1024:,.0f} MB, "
         f"{weeks * 3} files; `leadpipe.sample.generate_weeks`: every week about 2 % of each source's providers "
         "removed for good, 2 % changed, 2 % new). One `spark-submit jobs/weekly_leads.py --input <that folder>` "
         "against a fresh warehouse and a fresh embedded PostgreSQL, measured like the weekly runs.",
