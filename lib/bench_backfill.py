@@ -166,7 +166,7 @@ def backfill_markdown(entry: dict[str, Any]) -> list[str]:
         "",
         f"Measured {entry['measured_at']}"
         + (f" at commit {entry['commit']}" if entry.get("commit") else "")
-        + ". Data: `{entry['data_folder']}` ({entry['data_bytes'] / 1024 / 1024:,.0f} MB, "
+        + f". Data: `{entry['data_folder']}` ({entry['data_bytes'] / 1024 / 1024:,.0f} MB, "
         f"{weeks * 3} files; `leadpipe.sample.generate_weeks`: every week about 2 % of each source's providers "
         "removed for good, 2 % changed, 2 % new). One `spark-submit jobs/weekly_leads.py --input <that folder>` "
         "against a fresh warehouse and a fresh embedded PostgreSQL, measured like the weekly runs.",

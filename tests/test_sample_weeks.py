@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
-from leadpipe.bench_backfill import snapshot_seconds
+from leadpipe.bench_backfill import BackfillResult, backfill_markdown, snapshot_seconds
 from leadpipe.sample import generate_weeks
 
 KEY = {"Nevada": "Credential Number", "Oklahoma": "Type License", "Texas": "Operation #"}
@@ -81,3 +81,15 @@ def test_snapshot_seconds_are_the_differences_of_the_progress_lines():
         ]
     )
     assert snapshot_seconds(log) == [9.0, 4.4, 6.6]
+
+
+def test_the_backfill_section_says_what_was_measured():
+    entry = BackfillResult(100, 3, "2026-11-26T17:13:05+00:00", commit="abc1234", data_folder="d/backfill-3x100")
+    entry = {**entry.__dict__, "data_bytes": 3 * 2**20, "expected": {"rows": 300, "new": 104, "removed": 2}}
+    entry.update(process={"wall_s": 30.0, "exit_code": 0}, status="succeeded", rows_read=300, new=104, removed=2)
+    entry.update(applied=9, per_snapshot_s=[12.0, 9.0, 9.0], errors=["new 104, the generator wrote 105"])
+    text = "\n".join(backfill_markdown(entry))
+    assert "at commit abc1234. Data: `d/backfill-3x100` (3 MB, 9 files;" in text
+    assert "| rows read | 300 (generator: 300) |" in text
+    assert "| seconds per snapshot date: median of the others | 9.0 |" in text
+    assert "| error | new 104, the generator wrote 105 |" in text
