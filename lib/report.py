@@ -57,11 +57,6 @@ def field_quality(canonical: DataFrame, cfgs: list, top: int = 5) -> list[dict[s
     ``canonical`` (one or several sources). Two Spark jobs whatever the number of sources. Rows
     that did not parse (malformed records) are left out: they are quarantined as a whole."""
     rows = canonical.filter(F.col("_corrupt_record").isNull())
-    # each source column's presence once per row (a rule input is cleaned once, not once per field
-    # that reads it: the cleaning is a chain of regular expressions)
-    inputs = sorted({name for cfg in cfgs for f in cfg.fields for name in f.inputs})
-    has = {name: f"__has{j}" for j, name in enumerate(inputs)}
-    rows = rows.select("*", *[clean(F.col(RAW_COLUMN)[name]).isNotNull().alias(alias) for name, alias in has.items()])
     targets: list[tuple[str, str, str]] = []  # (source, column, rule)
     aggs = []
     for i, cfg in enumerate(cfgs):
@@ -70,7 +65,7 @@ def field_quality(canonical: DataFrame, cfgs: list, top: int = 5) -> list[dict[s
         for f in cfg.fields:
             present = F.lit(False)
             for name in f.inputs:
-                present = present | F.col(has[name])
+                present = present | clean(F.col(RAW_COLUMN)[name]).isNotNull()
             present = mine & present
             for slot, target in f.outputs().items():
                 optional = slot in RULES[f.rule].optional_outputs
