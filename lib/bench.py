@@ -825,9 +825,21 @@ def _check(result: SizeResult, label: str, proc: ProcessRun) -> None:
         _fail(result, f"{label} exited {proc.exit_code} (see {proc.stdout_log}, {proc.stderr_log})")
 
 
-def bench_size(rows: int, out: Path, *, pandas_max: int, skip_baselines: bool, machine: dict) -> SizeResult:
+def fresh_postgres(pg_dir: Path):
+    """An embedded PostgreSQL server (not started) over an empty data folder: one left running by
+    an interrupted bench run is stopped and its folder removed."""
     from leadpipe.postgres import EmbeddedPostgres
 
+    server = EmbeddedPostgres(pg_dir)
+    if server.running_port() is not None:
+        server.started_here = True
+        server.stop("immediate")
+    if pg_dir.exists():
+        shutil.rmtree(pg_dir)  # EmbeddedPostgres creates it with the right owner and mode
+    return server
+
+
+def bench_size(rows: int, out: Path, *, pandas_max: int, skip_baselines: bool, machine: dict) -> SizeResult:
     result = SizeResult(rows, datetime.now(UTC).isoformat(timespec="seconds"), machine, commit=code_commit())
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -835,12 +847,7 @@ def bench_size(rows: int, out: Path, *, pandas_max: int, skip_baselines: bool, m
     week1, week2 = out / "data" / str(rows) / "week-1", out / "data" / str(rows) / "week-2"
     same = no_change_week(week2, out / "data" / str(rows) / "week-3-no-change")
     pg_dir = out / f"pg-{rows}"
-    server = EmbeddedPostgres(pg_dir)
-    if server.running_port() is not None:  # left running by an interrupted bench run
-        server.started_here = True
-        server.stop("immediate")
-    if pg_dir.exists():
-        shutil.rmtree(pg_dir)  # EmbeddedPostgres creates it with the right owner and mode
+    server = fresh_postgres(pg_dir)
     warehouse = fresh_dir(out / f"wh-{rows}")
     log.info("postgres %d: fresh server in %s; fresh warehouse %s", rows, _rel(pg_dir), _rel(warehouse))
     target = server.start()
@@ -1245,7 +1252,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     sizes = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))
     entries = list(sizes.values())
     newest = max(entries, key=lambda e: e["measured_at"]) if entries else {}
-    m = newest.get("machine") or machine_info()
+    m = newest.get("machine") or (results.get("backfill") or {}).get("machine") or {}
     lines = [
         "# Benchmarks",
         "",
@@ -1440,13 +1447,10 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def parse_backfill(text: str) -> tuple[int, int] | None:
-    """``WEEKSxROWS`` (``52x100000``); ``0`` or ``none``: no backfill; ``default``: the default
-    (main drops it when sizes were chosen)."""
+def parse_backfill(text: str) -> tuple[int, int] | tuple[()]:
+    """``WEEKSxROWS`` (``52x100000``) -> (weeks, rows); ``0`` or ``none``: ``()``, no backfill."""
     if text.strip().lower() in ("0", "none", ""):
-        return None
-    if text == "default":
-        return (*parse_backfill(DEFAULT_BACKFILL), "default")  # type: ignore[return-value]
+        return ()
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*([\d_.e]+)\s*", text)
     if not m or int(m.group(1)) < 2:
         raise argparse.ArgumentTypeError(f"backfill {text!r}: WEEKSxROWS with at least 2 weeks, e.g. 52x100000")
@@ -1480,7 +1484,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backfill",
         type=parse_backfill,
-        default=os.environ.get("BACKFILL") or "default",  # a string default goes through parse_backfill
+        default=os.environ.get("BACKFILL"),  # a string default goes through parse_backfill; None: not said
         help="one run over WEEKSxROWS weekly snapshots (default: $BACKFILL, else 52x100000 unless --sizes or "
         "$SIZES chose sizes; 0 or none: skip)",
     )
@@ -1499,9 +1503,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_args(argv)
-    chosen = args.sizes is not None or bool(os.environ.get("SIZES"))
-    if args.backfill is not None and len(args.backfill) == 3:  # not asked for: only with the default sizes
-        args.backfill = None if chosen else args.backfill[:2]
+    if args.backfill is None:  # not asked for: the default, only with the default sizes
+        chosen = args.sizes is not None or bool(os.environ.get("SIZES"))
+        args.backfill = () if chosen else parse_backfill(DEFAULT_BACKFILL)
     if args.sizes is None:
         try:
             args.sizes = parse_sizes(os.environ.get("SIZES") or DEFAULT_SIZES)
@@ -1558,7 +1562,7 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(render_markdown(results))
         log.info("size %d: results in %s, %s rewritten", rows, _rel(results_path), _rel(args.markdown))
         print("\n".join(size_tables(results["sizes"][str(rows)])), flush=True)
-    if args.backfill is not None:
+    if args.backfill:
         failed |= not run_backfill_once(out, *args.backfill, results_path, args.markdown)
     print_targets(load_results(results_path))
     if failed:

@@ -17,15 +17,13 @@ import logging
 import re
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("leadpipe.bench")
 
-DEFAULT_WEEKS = 52
-DEFAULT_ROWS = 100_000
 PROGRESS = re.compile(r"progress: snapshot (\d+)/(\d+) \(([\d-]+)\): (.*?); (\d+) row\(s\) read; ([\d.]+) s elapsed")
 
 
@@ -66,8 +64,7 @@ def snapshot_seconds(log_text: str) -> list[float]:
 def run_backfill(out: Path, rows: int, weeks: int, machine: dict[str, Any] | None = None) -> BackfillResult:
     """Generate (or reuse) the weeks, run the job once over them, and say what it did; every
     difference from what the generator wrote, and a run that did not succeed, is in ``errors``."""
-    from leadpipe.bench import _postmaster_pid, _rel, code_commit, fresh_dir, job_env, measure, venv_bin
-    from leadpipe.postgres import EmbeddedPostgres
+    from leadpipe.bench import _postmaster_pid, _rel, code_commit, fresh_dir, fresh_postgres, run_job
     from leadpipe.sample import generate_weeks
 
     result = BackfillResult(rows, weeks, datetime.now(UTC).isoformat(timespec="seconds"), machine or {}, code_commit())
@@ -93,43 +90,19 @@ def run_backfill(out: Path, rows: int, weeks: int, machine: dict[str, Any] | Non
         "removed": sum(s["removed"] for w in per_week for s in w),
     }
     pg_dir = out / "pg-backfill"
-    server = EmbeddedPostgres(pg_dir)
-    if server.running_port() is not None:  # left running by an interrupted bench run
-        server.started_here = True
-        server.stop("immediate")
-    if pg_dir.exists():
-        import shutil
-
-        shutil.rmtree(pg_dir)
+    server = fresh_postgres(pg_dir)
     warehouse = fresh_dir(out / "wh-backfill")
     target = server.start()
-    try:
-        args = ["jobs/weekly_leads.py", "--input", str(folder), "--warehouse", str(warehouse), "--db-url", str(target)]
-        log.info("backfill %d x %d: spark-submit %s", weeks, rows, " ".join(args))
-        proc = measure(
-            "backfill",
-            [str(venv_bin() / "spark-submit"), *args],
-            shown=["spark-submit", *args],
-            env=job_env(),
-            log_stem=out / "logs" / f"backfill-{weeks}x{rows}",
-            server_pid=_postmaster_pid(pg_dir),
-        )
+    try:  # the job exactly as a weekly run is started and read (bench.run_job), over all the weeks
+        job = run_job(f"backfill-{weeks}w", folder, warehouse, str(target), out / "logs", rows, _postmaster_pid(pg_dir))
     finally:
         server.stop()
-    from dataclasses import asdict
-
+    proc = job.process
     result.process = asdict(proc)
-    summary = proc.result or {}
-    if not summary:
-        result.errors.append(f"no JSON summary on the last line of {proc.stdout_log}")
-    result.status = summary.get("status")
-    totals = summary.get("sources") or {}
-    for name in ("rows_read", "new", "changed", "removed"):
-        setattr(result, name, sum(int(t.get(name) or 0) for t in totals.values()))
-    result.delivered = int(summary.get("delivered") or 0)
-    result.applied = sum(1 for s in summary.get("snapshots") or [] if s.get("status") == "applied")
-    result.timings = {k: float(v) for k, v in (summary.get("timings") or {}).items() if isinstance(v, int | float)}
-    result.errors += [str(e)[:300] for e in summary.get("errors") or []]
+    result.status = job.status
+    result.rows_read, result.new, result.changed, result.removed = job.rows_read, job.new, job.changed, job.removed
+    result.delivered, result.timings, result.errors = job.delivered, job.timings, list(job.errors)
+    result.applied = sum(1 for s in job.snapshot_statuses if s.endswith(": applied"))
     root = Path(__file__).resolve().parent.parent
     text = ""
     for name in (proc.stdout_log, proc.stderr_log):  # spark-submit's Python runner merges stderr into stdout

@@ -215,7 +215,7 @@ def deliver(
     return Delivery(delivered, (first, current))
 
 
-def _stage_by_jdbc(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> int | None:
+def _stage_by_jdbc(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> None:
     (
         leads.write.mode("append")
         .option("batchsize", batch_size)
