@@ -6,7 +6,8 @@ A source's YAML chooses, for each canonical column, a rule and the source column
     - {to: [address1, address2, city, state, zip], from: Address, rule: us_address}
 
 Every rule is a function from input Columns (already trimmed, with empty and sentinel values
-turned into NULL) and validated params to one Column per output slot. Rules are native Spark
+turned into NULL) and validated params to one Column per output slot; a rule registered with
+``snapshot_date=True`` (``date``) also gets the snapshot's date as a DATE Column. Rules are native Spark
 expressions; only phone, address and person-name parsing call a library (phonenumbers,
 usaddress, nameparser) through Arrow-backed pandas UDFs that parse each distinct value once.
 
@@ -95,6 +96,8 @@ AGE_BANDS = ("Infants", "Toddlers", "Preschool", "School-age")
 # months: (min, max); School-age has no upper bound
 BAND_MONTHS = {"Infants": (0, 11), "Toddlers": (12, 23), "Preschool": (24, 59), "School-age": (60, None)}
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+#: The raw rows' snapshot date (read.read_source), which rules registered with snapshot_date=True get.
+SNAPSHOT_DATE_COLUMN = "_snapshot_date"
 
 
 class _Params(BaseModel):
@@ -110,13 +113,15 @@ class RuleSpec:
     arity: int | None = 1
     optional_outputs: tuple[str, ...] = ()
     doc: str = ""
+    #: the rule takes keyword ``snapshot_date`` (a DATE Column; None: today), see apply_rules
+    snapshot_date: bool = False
 
 
 RULES: dict[str, RuleSpec] = {}
 
 #: Bump when a rule's code changes what it outputs for some input: every lead records the rules
 #: version that produced it (with the source's rule config, see ``SourceConfig.rules_version``).
-RULES_LIBRARY_VERSION = "2026.11.1"
+RULES_LIBRARY_VERSION = "2026.11.2"
 #: The parsing libraries whose releases can change a rule's output.
 RULE_PACKAGES = ("phonenumbers", "usaddress", "nameparser")
 
@@ -139,9 +144,11 @@ def rule(
     params: type[BaseModel] = _Params,
     arity: int | None = 1,
     optional: tuple[str, ...] = (),
+    snapshot_date: bool = False,
 ):
     def register(fn):
-        RULES[name] = RuleSpec(name, fn, outputs, params, arity, optional, (fn.__doc__ or "").strip())
+        doc = (fn.__doc__ or "").strip()
+        RULES[name] = RuleSpec(name, fn, outputs, params, arity, optional, doc, snapshot_date)
         return fn
 
     return register
@@ -151,9 +158,9 @@ def rule(
 
 
 def clean(col: Column) -> Column:
-    """Trim, fold runs of blanks to one space, keep line breaks as ``\n`` (a multi-line cell can
+    """Trim, fold runs of blanks (and NUL bytes) to one space, keep line breaks as ``\n`` (a multi-line cell can
     carry meaning, e.g. name then title), sentinels -> NULL."""
-    c = F.regexp_replace(col.cast("string"), r"[ \t\u00a0]+", " ")
+    c = F.regexp_replace(col.cast("string"), r"[ \t\u00a0\x00]+", " ")  # NUL too: PostgreSQL cannot store it
     c = F.regexp_replace(c, r" ?(\r\n|\r|\n) ?", "\n")
     c = F.regexp_replace(c, r"^[\s]+|[\s]+$", "")
     return F.when(F.upper(c).isin(*NULL_SENTINELS), F.lit(None)).otherwise(c)
@@ -266,16 +273,27 @@ def email(cols: list[Column], p: EmailParams) -> dict[str, Column]:
 
 class IntegerParams(_Params):
     zero_is_null: bool = True
-    min: int | None = None
-    max: int | None = None
+    min: int | None = Field(0, description="smaller values -> NULL (a failure); null: no lower bound")
+    max: int | None = Field(None, description="larger values -> NULL (a failure); set per source")
+
+
+# digits in groups of three (``1,200``, ``1 200``), optionally ``.0``
+_GROUPED = r"^[+-]?\d{1,3}(?:[, ]\d{3})+(?:\.0+)?$"
 
 
 @rule("integer", params=IntegerParams)
 def integer(cols: list[Column], p: IntegerParams) -> dict[str, Column]:
-    """Whole number (``1,200`` and ``12.0`` read as 1200 and 12); 0 is a sentinel by default."""
-    c = F.regexp_replace(cols[0], r"[,\s]", "")
-    c = F.regexp_replace(c, r"\.0+$", "")
-    n = c.try_cast("int")
+    """Whole count: ``1,200`` and ``12.0`` read as 1200 and 12; 0 is a sentinel by default.
+
+    Anything else that is not a plain ASCII whole number (``12.5``, ``1e3``, ``12 kids``, ``12,5``,
+    non-ASCII digits, beyond int range) is NULL, a failure. So is a value outside ``min``..``max``:
+    ``min`` is 0 by default (a negative count is garbage); the bound for absurd values is the
+    source's own, set in its config (``params: {min: 1, max: 2000}`` for a capacity).
+    """
+    c = cols[0]
+    c = F.when(c.rlike(_GROUPED), F.regexp_replace(c, r"[, ]", "")).otherwise(c)
+    c = F.regexp_replace(c, r"^([+-]?\d+)\.0+$", "$1")
+    n = F.when(c.rlike(r"^[+-]?[0-9]+$"), c.try_cast("int"))
     if p.zero_is_null:
         n = F.when(n != 0, n)
     if p.min is not None:
@@ -289,19 +307,48 @@ class DateParams(_Params):
     formats: list[str] = Field(default_factory=lambda: ["M/d/yyyy", "M/d/yy", "yyyy-MM-dd"])
     pattern: str | None = None
     earliest: str = "1901-01-01"
+    two_digit_year_max_ahead: int = Field(20, ge=0, le=99)
 
 
-@rule("date", params=DateParams)
-def date(cols: list[Column], p: DateParams) -> dict[str, Column]:
+def two_digit_year_format(fmt: str) -> bool:
+    """Whether a datetime pattern's year field is ``yy`` (exactly two letters, outside quotes)."""
+    return re.search(r"(?<!y)yy(?!y)", re.sub(r"'[^']*'", "", fmt)) is not None
+
+
+def _century(parsed: Column, reference: Column, max_ahead: int) -> Column:
+    """A date parsed with ``yy`` (Spark reads years 2000..2099) moved to the year with the same
+    two last digits in ``reference`` year + max_ahead - 99 .. reference year + max_ahead; NULL
+    when that day does not exist in that year (``2/29/00`` read as 1900)."""
+    latest = F.year(reference) + max_ahead
+    year = latest - F.pmod(latest - F.year(parsed) % 100, F.lit(100))
+    text = F.format_string("%04d-%02d-%02d", year, F.month(parsed), F.dayofmonth(parsed))
+    return F.try_to_date(text, "yyyy-MM-dd")
+
+
+@rule("date", params=DateParams, snapshot_date=True)
+def date(cols: list[Column], p: DateParams, snapshot_date: Column | None = None) -> dict[str, Column]:
     """Typed date from any of ``formats`` (tried in order), optionally after a regex extract.
 
-    Sentinel dates before ``earliest`` (``1900-01-01``, ``1/1/0001``) become NULL.
+    A day that does not exist (``2/30/2023``, ``13/1/2023``, ``0/0/0000``) is NULL, a failure.
+    Sentinel dates before ``earliest`` (``1900-01-01``, ``1/1/0001``, ``1/5/0023``) become NULL.
+
+    Two-digit years: a format whose year field is ``yy`` reads exactly two digits (``yyyy`` exactly
+    four, so ``1/5/2023`` never takes the two-digit path and ``11/30/23`` never the four-digit one).
+    Such a year is placed in the century that puts it at most ``two_digit_year_max_ahead`` (20)
+    years after the snapshot's year: with a 2023 snapshot, ``23`` -> 2023, ``43`` -> 2043,
+    ``44`` -> 1944, ``85`` -> 1985. The snapshot date is the rows' ``_snapshot_date`` (apply_rules);
+    called without one, the rule uses today's date.
     """
+    reference = F.current_date() if snapshot_date is None else F.coalesce(snapshot_date, F.current_date())
     c = cols[0]
     if p.pattern:
         c = _null_if_empty(F.regexp_extract(c, p.pattern, 1))
     c = F.regexp_replace(c, r"\s+\d{1,2}:\d{2}(:\d{2})?(\s*[AaPp][Mm])?$", "")  # drop a time part
-    parsed = F.coalesce(*[F.try_to_date(c, fmt) for fmt in p.formats])
+    tries = []
+    for fmt in p.formats:
+        parsed = F.try_to_date(c, fmt)
+        tries.append(_century(parsed, reference, p.two_digit_year_max_ahead) if two_digit_year_format(fmt) else parsed)
+    parsed = F.coalesce(*tries)
     return {"value": F.when(parsed >= F.lit(p.earliest).cast("date"), parsed)}
 
 
@@ -748,8 +795,11 @@ def person_name(cols: list[Column], p: PersonParams) -> dict[str, Column]:
 
 
 def parse_name_and_title(value: str) -> tuple[str | None, str | None, str | None]:
-    """``Elizabeth Hellstrom\\nPrimary Caregiver`` -> (Elizabeth, Hellstrom, Primary Caregiver)."""
-    lines = [line.strip() for line in re.split(r"[\r\n]+", value) if line.strip()]
+    """``Elizabeth Hellstrom\\nPrimary Caregiver`` -> (Elizabeth, Hellstrom, Primary Caregiver).
+
+    Blank lines (nothing but white space or invisible characters: ``Name\\n \\nTitle``) are skipped.
+    """
+    lines = [line.strip() for line in re.split(r"[\r\n]+", value) if re.search(r"\w", line)]
     if not lines:
         return (None, None, None)
     first, last = parse_person(lines[0])
@@ -759,7 +809,8 @@ def parse_name_and_title(value: str) -> tuple[str | None, str | None, str | None
 
 @rule("name_title_lines", outputs=("first_name", "last_name", "title"), optional=("title",))
 def name_title_lines(cols: list[Column], p: _Params) -> dict[str, Column]:
-    """A two-line cell: the person's name, then their title (Oklahoma ``Primary Caregiver``)."""
+    """A two-line cell: the person's name, then their title (Oklahoma ``Primary Caregiver``);
+    blank lines between them are skipped."""
     parsed = _python_struct_udf(parse_name_and_title, ["first_name", "last_name", "title"], "name_title")(cols[0])
     return {k: parsed[k] for k in ("first_name", "last_name", "title")}
 
@@ -812,6 +863,11 @@ def raw_present(cols: list[Column]) -> Column:
     return present
 
 
+def _column(name: str) -> Column:
+    """A column by its exact name, whatever it holds (dots, spaces, back-ticks)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
 def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     """Evaluate a source's configured rules on its raw columns.
 
@@ -820,12 +876,15 @@ def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     present. Each rule is evaluated once per row (its outputs travel as one struct), so a
     library-backed rule parses a value once even when it fills several columns. Where the boolean
     column named ``skip`` is true the rules see NULL inputs (their outputs are to be ignored): such rows cost no parsing.
+    Rules that need the snapshot's date (``date``: two-digit years) read ``_snapshot_date``; rows
+    without that column are taken as today's snapshot.
     """
     plan = _rule_columns(cfg, skip)
     raw_cols = list(raw.columns)
-    prepared = raw.select("*", *plan.cleaned)
-    staged = prepared.select(*[F.col(f"`{c}`") for c in raw_cols], *plan.structs)
-    keep = [F.col(f"`{c}`") for c in raw_cols]
+    today = [] if SNAPSHOT_DATE_COLUMN in raw_cols else [F.current_date().alias(SNAPSHOT_DATE_COLUMN)]
+    prepared = raw.select("*", *plan.cleaned, *today)
+    staged = prepared.select(*[_column(c) for c in raw_cols], *plan.structs)
+    keep = [_column(c) for c in raw_cols]
     return staged.select(*keep, *plan.outputs, plan.issues.alias("dq_issues"))
 
 
@@ -855,7 +914,7 @@ def _rule_columns(cfg, skip: str | None) -> _RulePlan:
     cleaned = {name: f"__in{i}" for i, name in enumerate(names)}
 
     def cleaned_input(name: str) -> Column:
-        c = clean(F.col(f"`{name}`"))
+        c = clean(_column(name))
         return c if skip is None else F.when(~F.col(skip), c)  # a skipped row's rules see NULLs: nothing to parse
 
     structs = []
@@ -863,7 +922,8 @@ def _rule_columns(cfg, skip: str | None) -> _RulePlan:
         spec = RULES[field.rule]
         params = spec.params_model.model_validate(field.params)
         inputs = [F.col(cleaned[name]) for name in field.inputs]
-        produced = spec.fn(inputs, params)
+        context = {"snapshot_date": F.col(SNAPSHOT_DATE_COLUMN)} if spec.snapshot_date else {}
+        produced = spec.fn(inputs, params, **context)
         structs.append(
             F.struct(
                 *[produced[slot].alias(slot) for slot in field.outputs()],

@@ -10,8 +10,10 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from leadpipe.config import SourceConfig
 from leadpipe.standardize import (
     RULES,
+    apply_rules,
     clean,
     first_person,
     parse_dba,
@@ -25,14 +27,49 @@ from leadpipe.standardize import (
 assert_df_equality = functools.partial(chispa.assert_df_equality, ignore_nullable=True)
 
 
-def apply(spark, rule: str, rows: list[tuple], params: dict | None = None, slots: list[str] | None = None):
-    """Run one rule on string inputs ``c0..cN``; returns the inputs and the rule's outputs."""
+def apply(
+    spark,
+    rule: str,
+    rows: list[tuple],
+    params: dict | None = None,
+    slots: list[str] | None = None,
+    snapshot: date | None = None,
+):
+    """Run one rule on string inputs ``c0..cN``; returns the inputs and the rule's outputs.
+    ``snapshot``: the snapshot date handed to a rule that takes one (else the rule's default)."""
     width = len(rows[0])
     schema = T.StructType([T.StructField(f"c{i}", T.StringType()) for i in range(width)])
     df = spark.createDataFrame(rows, schema)
     spec = RULES[rule]
-    out = spec.fn([clean(F.col(f"c{i}")) for i in range(width)], spec.params_model.model_validate(params or {}))
+    context = {"snapshot_date": F.lit(snapshot)} if snapshot is not None else {}
+    out = spec.fn(
+        [clean(F.col(f"c{i}")) for i in range(width)], spec.params_model.model_validate(params or {}), **context
+    )
     return df.select(*[out[s].alias(s) for s in (slots or list(spec.outputs))])
+
+
+def source(fields: list[dict], columns: list[str]) -> SourceConfig:
+    """A minimal source config with these field rules over string columns ``columns``."""
+    return SourceConfig.model_validate(
+        {
+            "id": "test_values",
+            "licensing_authority": "Test",
+            "state": "TX",
+            "file_pattern": r"(?P<date>\d{2}-\d{2}-\d{4}) Test\.csv",
+            "columns": columns,
+            "identity": {"columns": columns[:1]},
+            "fields": fields,
+        }
+    )
+
+
+def through_apply_rules(spark, cfg: SourceConfig, rows: list[tuple], snapshot: date | None = date(2023, 7, 7)):
+    """``apply_rules`` on raw string rows (plus ``_snapshot_date`` unless ``snapshot`` is None)."""
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in cfg.columns])
+    raw = spark.createDataFrame(rows, schema)
+    if snapshot is not None:
+        raw = raw.withColumn("_snapshot_date", F.lit(snapshot))
+    return apply_rules(raw, cfg)
 
 
 def expect(spark, rows, fields):
@@ -101,6 +138,36 @@ def test_name_and_title_on_two_lines():
     )
     assert parse_name_and_title("Symira Clifton\r\nDirector") == ("Symira", "Clifton", "Director")
     assert parse_name_and_title("Monica Kaler") == ("Monica", "Kaler", None)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Elizabeth Hellstrom\n \nPrimary Caregiver",
+        "Elizabeth Hellstrom\r\n\r\nPrimary Caregiver",
+        "Elizabeth Hellstrom\r\n \r\nPrimary Caregiver",
+        "Elizabeth Hellstrom\n\u00a0\t\nPrimary Caregiver",
+        "Elizabeth Hellstrom\n\u200b\nPrimary Caregiver",  # a zero-width space alone is a blank line too
+    ],
+)
+def test_name_and_title_skip_a_blank_middle_line(raw):
+    assert parse_name_and_title(raw) == parse_name_and_title("Elizabeth Hellstrom\nPrimary Caregiver")
+    assert parse_name_and_title(raw) == ("Elizabeth", "Hellstrom", "Primary Caregiver")
+
+
+def test_name_title_rule_skips_a_blank_middle_line(spark):
+    rows = [
+        ("Elizabeth Hellstrom\nPrimary Caregiver",),
+        ("Elizabeth Hellstrom\n \nPrimary Caregiver",),
+        ("Elizabeth Hellstrom\r\n\r\nPrimary Caregiver",),
+    ]
+    got = apply(spark, "name_title_lines", rows)
+    want = expect(
+        spark,
+        [("Elizabeth", "Hellstrom", "Primary Caregiver")] * 3,
+        [("first_name", T.StringType()), ("last_name", T.StringType()), ("title", T.StringType())],
+    )
+    assert_df_equality(got, want)
 
 
 @pytest.mark.parametrize(
@@ -193,6 +260,125 @@ def test_zip_state_integer(spark):
     assert_df_equality(got, expect(spark, [("NV",), ("OK",), (None,)], [("value", T.StringType())]))
     got = apply(spark, "integer", [("82",), ("1,200",), ("12.0",), ("0",), ("twelve",)])
     assert_df_equality(got, expect(spark, [(82,), (1200,), (12,), (None,), (None,)], [("value", T.IntegerType())]))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1,200", 1200),
+        ("12,345", 12345),
+        ("1,200.0", 1200),
+        ("82", 82),
+        ("12.0", 12),
+        ("+5", 5),
+        ("-5", None),  # a negative count is garbage
+        ("0", None),
+        ("12.5", None),
+        ("1e3", None),
+        ("12 kids", None),
+        ("12,5", None),  # not a thousands separator
+        ("1,2,0,0", None),
+        ("\u0663", None),  # Arabic-Indic three
+        ("\uff11\uff12", None),  # full-width 12
+        ("99999999999", None),  # beyond int
+        ("--5", None),
+    ],
+)
+def test_integer_values_never_raise(spark, raw, expected):
+    got = apply(spark, "integer", [(raw,)])
+    assert got.collect() == [(expected,)]
+
+
+def test_integer_bounds_from_config(spark):
+    rows = [("1",), ("2,000",), ("2,001",), ("-5",), ("0",)]
+    got = apply(spark, "integer", rows, {"min": 1, "max": 2000})
+    assert_df_equality(got, expect(spark, [(1,), (2000,), (None,), (None,), (None,)], [("value", T.IntegerType())]))
+    got = apply(spark, "integer", [("-5",)], {"min": None})
+    assert got.collect() == [(-5,)]
+
+
+def test_negative_or_absurd_capacity_is_an_issue(spark):
+    cfg = source(
+        [{"to": "capacity", "from": "Cap", "rule": "integer", "params": {"min": 1, "max": 2000}}],
+        ["Id", "Cap"],
+    )
+    rows = [("1", "1,200"), ("2", "-5"), ("3", "50000"), ("4", "12 kids"), ("5", "\u0663"), ("6", None)]
+    got = {
+        r.Id: (r["__capacity"], [tuple(i) for i in r.dq_issues])
+        for r in through_apply_rules(spark, cfg, rows).collect()
+    }
+    assert got == {
+        "1": (1200, []),
+        "2": (None, [("capacity", "integer", "-5")]),
+        "3": (None, [("capacity", "integer", "50000")]),
+        "4": (None, [("capacity", "integer", "12 kids")]),
+        "5": (None, [("capacity", "integer", "\u0663")]),
+        "6": (None, []),  # nothing given: no issue
+    }
+
+
+def test_two_digit_years_take_the_century_near_the_snapshot(spark):
+    rows = [("11/30/23",), ("12/1/13",), ("6/1/85",), ("7/1/43",), ("7/1/44",), ("1/1/00",), ("2/29/24",)]
+    got = apply(spark, "date", rows, snapshot=date(2023, 7, 7))
+    want = [
+        date(2023, 11, 30),
+        date(2013, 12, 1),
+        date(1985, 6, 1),  # Spark's own 'yy' reads 2085
+        date(2043, 7, 1),  # at most 20 years after the snapshot's year
+        date(1944, 7, 1),
+        date(2000, 1, 1),
+        date(2024, 2, 29),
+    ]
+    assert [r.value for r in got.collect()] == want
+    # the window follows the snapshot date and the parameter
+    got = apply(spark, "date", [("7/1/44",), ("2/29/00",)], snapshot=date(2030, 1, 1))
+    assert [r.value for r in got.collect()] == [date(2044, 7, 1), date(2000, 2, 29)]
+    got = apply(spark, "date", [("7/1/44",), ("2/29/00",)], {"two_digit_year_max_ahead": 5}, snapshot=date(1990, 1, 1))
+    assert [r.value for r in got.collect()] == [date(1944, 7, 1), None]  # 1900 had no February 29
+
+
+def test_four_digit_years_never_take_the_two_digit_path(spark):
+    rows = [("1/5/2023",), ("1/5/1985",), ("1/5/0023",), ("1/5/0085",), ("1/5/123",), ("1/5/20231",)]
+    got = apply(spark, "date", rows, snapshot=date(2023, 7, 7))
+    assert [r.value for r in got.collect()] == [date(2023, 1, 5), date(1985, 1, 5), None, None, None, None]
+
+
+def test_two_digit_years_without_a_snapshot_date_use_today(spark):
+    got = apply(spark, "date", [("6/1/85",), ("1/5/2023",)])
+    assert [r.value for r in got.collect()] == [date(1985, 6, 1), date(2023, 1, 5)]
+
+
+def test_impossible_dates_are_null_and_an_issue(spark):
+    cfg = source([{"to": "license_issued", "from": "Issued", "rule": "date"}], ["Id", "Issued"])
+    rows = [
+        ("1", "2/30/2023"),
+        ("2", "13/1/2023"),
+        ("3", "0/0/0000"),
+        ("4", "2/29/2023"),
+        ("5", "6/1/85"),
+        ("6", "11/30/23"),
+        ("7", "1/5/2023"),
+        ("8", None),
+    ]
+    out = through_apply_rules(spark, cfg, rows)  # ANSI mode is on: nothing may raise
+    got = {r.Id: (r["__license_issued"], [tuple(i) for i in r.dq_issues]) for r in out.collect()}
+    assert got == {
+        "1": (None, [("license_issued", "date", "2/30/2023")]),
+        "2": (None, [("license_issued", "date", "13/1/2023")]),
+        "3": (None, [("license_issued", "date", "0/0/0000")]),
+        "4": (None, [("license_issued", "date", "2/29/2023")]),
+        "5": (date(1985, 6, 1), []),  # the century rule sees the rows' _snapshot_date
+        "6": (date(2023, 11, 30), []),
+        "7": (date(2023, 1, 5), []),
+        "8": (None, []),
+    }
+
+
+def test_apply_rules_without_a_snapshot_date_column(spark):
+    cfg = source([{"to": "license_issued", "from": "Issued", "rule": "date"}], ["Id", "Issued"])
+    out = through_apply_rules(spark, cfg, [("1", "6/1/85")], snapshot=None)
+    assert out.columns == ["Id", "Issued", "__license_issued", "dq_issues"]
+    assert out.first()["__license_issued"] == date(1985, 6, 1)
 
 
 def test_dates_in_every_format(spark):
