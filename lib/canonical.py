@@ -6,10 +6,17 @@ cannot fill is a typed NULL, and identity and lineage are added (lead_id from so
 key, record_hash over the business fields, snapshot_date and source_file). Each row also keeps
 its original values in ``raw`` (a map of source column -> value) and the rule failures in
 ``dq_issues``.
+
+Source columns a file has that the source's config does not list (``columns``) are kept, as
+written, in the lead's ``extras`` (a map of column name -> value; NULL when the file has none).
+``extras`` is lineage: it is in neither hash. ``record_hash`` covers the business fields only, and
+``raw_hash`` the configured columns only (what the rules can read), so the week an agency adds a
+column no lead counts as changed or restandardized, and stored standardizations are still reused.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -19,6 +26,8 @@ from pyspark.sql import types as T
 
 if TYPE_CHECKING:
     from leadpipe.config import SourceConfig
+
+log = logging.getLogger(__name__)
 
 FACILITY_TYPES = ("Center", "Home", "Other")
 
@@ -51,6 +60,7 @@ BUSINESS_FIELDS: list[T.StructField] = [
         ("state", T.StringType()),
         ("zip", T.StringType()),
         ("county", T.StringType()),
+        ("provider_id", T.StringType()),
         ("license_number", T.StringType()),
         ("license_type", T.StringType()),
         ("facility_type", T.StringType()),
@@ -71,8 +81,50 @@ BUSINESS_FIELDS: list[T.StructField] = [
 
 BUSINESS_COLUMNS: dict[str, T.DataType] = {f.name: f.dataType for f in BUSINESS_FIELDS}
 
-#: The canonical lead, in order: what PostgreSQL's ``leads`` table holds.
-LEAD_SCHEMA = T.StructType(IDENTITY_FIELDS + BUSINESS_FIELDS)
+#: The business columns of the first lead schema, in their order. ``record_hash`` hashes these by
+#: position (NULL marked) and every later business column only when it is not NULL, so adding a
+#: column to the schema changes no stored hash of a lead that does not fill it. Frozen.
+RECORD_HASH_V1_COLUMNS = (
+    "company",
+    "licensee_name",
+    "operator",
+    "first_name",
+    "last_name",
+    "title",
+    "phone",
+    "phone2",
+    "email",
+    "website_address",
+    "address1",
+    "address2",
+    "city",
+    "state",
+    "zip",
+    "county",
+    "license_number",
+    "license_type",
+    "facility_type",
+    "license_status",
+    "license_issued",
+    "license_renewed",
+    "certificate_expiration_date",
+    "capacity",
+    "ages_served",
+    "min_age",
+    "max_age",
+    "schedule",
+    "accepts_financial_aid",
+    "curriculum_type",
+    "language",
+)
+
+#: Source columns that the source's config does not list, as written (lineage, in no hash).
+EXTRAS_COLUMN = "extras"
+EXTRAS_TYPE = T.MapType(T.StringType(), T.StringType())
+LINEAGE_FIELDS: list[T.StructField] = [T.StructField(EXTRAS_COLUMN, EXTRAS_TYPE)]
+
+#: The canonical lead, in order: what PostgreSQL's ``leads`` table holds (``extras`` as jsonb).
+LEAD_SCHEMA = T.StructType(IDENTITY_FIELDS + BUSINESS_FIELDS + LINEAGE_FIELDS)
 LEAD_COLUMNS: list[str] = LEAD_SCHEMA.fieldNames()
 
 #: Internal columns that travel with a lead inside the lakehouse, never to PostgreSQL.
@@ -161,20 +213,35 @@ def lead_id_for(source: str, key_parts: list[str], after_last: str | None = None
 
 def raw_hash(raw_map: Column) -> Column:
     """Hash of the values as the agency wrote them (entries sorted, so column order does not
-    matter): tells an agency's change from a rule change."""
+    matter): tells an agency's change from a rule change. ``map_to_canonical`` passes the map of
+    the source's configured columns only: a column the config does not list (``extras``) cannot
+    change a standardized field, so it does not make a lead changed."""
     return F.sha2(F.to_json(F.array_sort(F.map_entries(raw_map))), 256)
 
 
 def record_hash(columns: list[str] | None = None) -> Column:
-    """Hash of the standardized business fields; never includes run time or lineage."""
+    """Hash of the standardized business fields; never includes run time or lineage (``extras``).
+
+    The columns of ``RECORD_HASH_V1_COLUMNS`` are hashed by position (NULL marked); any other
+    column as ``name=value``, left out while NULL: a business column added to the schema leaves
+    the hash of every lead that does not fill it as it was."""
     cols = columns or list(BUSINESS_COLUMNS)
-    parts = [F.coalesce(F.col(c).cast("string"), F.lit(_NULL_MARK)) for c in cols]
+    v1 = set(RECORD_HASH_V1_COLUMNS)
+    parts = [F.coalesce(F.col(c).cast("string"), F.lit(_NULL_MARK)) for c in cols if c in v1]
+    parts += [F.concat(F.lit(f"{c}="), F.col(c).cast("string")) for c in cols if c not in v1]  # NULL: skipped
     return F.sha2(F.concat_ws("\u001f", *parts), 256)
 
 
 _PREV = "__prev_"
 _REUSE = "__reuse"
-_RAW, _ID, _RAW_HASH = "__lp_raw", "__lp_lead_id", "__lp_raw_hash"
+_RAW, _ID, _RAW_HASH, _EXTRAS = "__lp_raw", "__lp_lead_id", "__lp_raw_hash", "__lp_extras"
+
+
+def _column_map(columns: list[str]) -> Column:
+    """map(source column name -> its value as read), in ``columns`` order."""
+    from leadpipe.read import column
+
+    return F.map_from_arrays(F.array(*[F.lit(c) for c in columns]), F.array(*[column(c) for c in columns]))
 
 
 def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | None = None) -> DataFrame:
@@ -189,22 +256,40 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
     ``raw_hash`` there, made by the same ``rules_version``, is not standardized again: the rules
     would give exactly the stored values (same agency values, same rules), so they are taken from
     there, and the library-backed rules parse only new and changed values (a weekly file is ~98 %
-    unchanged). Its output equals the output without ``previous``.
+    unchanged). Its output equals the output without ``previous``, with one deliberate exception:
+    a two-digit year keeps the century chosen when its value was first standardized (the date
+    rule's window moves with the snapshot date; an unchanged agency value keeps its date). A ``previous`` that lacks a
+    column this version writes (a table made by an older version, before its migration) is not
+    used: every row is standardized.
+
+    ``extras``: the columns of ``raw`` that ``cfg.columns`` does not list, with their values as
+    written (NULL when there are none); ``raw_hash`` is taken over the configured columns only.
     """
     from leadpipe.read import source_columns
     from leadpipe.standardize import apply_rules
 
     columns = source_columns(raw)
-    raw_map = F.map_from_arrays(F.array(*[F.lit(c) for c in columns]), F.array(*[F.col(f"`{c}`") for c in columns]))
+    configured = [c for c in columns if c in set(cfg.columns)]
+    extra = [c for c in columns if c not in set(cfg.columns)]
+    raw_map = _column_map(columns)
     key_parts = [identity_value(raw_map[c], cfg.identity.after_last) for c in cfg.identity.columns]
     # internal names: a source column called "raw" or "lead_id" must not be shadowed
     raw = raw.withColumn(_RAW, raw_map)
+    extras = F.transform_values(_column_map(extra), lambda _k, v: F.translate(v, "\x00", "")) if extra else None
+    raw = raw.withColumn(_EXTRAS, extras if extra else F.lit(None).cast(EXTRAS_TYPE))  # jsonb cannot hold NUL
     raw = raw.withColumn(_ID, lead_id(F.lit(cfg.id), key_parts))
-    raw = raw.withColumn(_RAW_HASH, raw_hash(F.col(_RAW)))
+    raw = raw.withColumn(_RAW_HASH, raw_hash(_column_map(configured)))
     version = cfg.rules_version()
     reuse = None
+    kept = [name for name in BUSINESS_COLUMNS] + [ISSUES_COLUMN]
     if previous is not None:
-        kept = [name for name in BUSINESS_COLUMNS] + [ISSUES_COLUMN]
+        lacking = [
+            c for c in ["lead_id", "source", RAW_HASH_COLUMN, RULES_VERSION_COLUMN, *kept] if c not in previous.columns
+        ]
+        if lacking:
+            log.info("map: %s: the leads table lacks %s (not migrated yet): every row is standardized", cfg.id, lacking)
+            previous = None
+    if previous is not None:
         prev = previous.filter(
             (F.col("source") == cfg.id) & (F.col(RULES_VERSION_COLUMN) == version) & F.col("lead_id").isNotNull()
         ).select(
@@ -241,6 +326,7 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
         F.col("_snapshot_date").alias("snapshot_date"),
         F.col("_snapshot_date").alias("first_seen"),
         *[value(name, dtype).alias(name) for name, dtype in BUSINESS_COLUMNS.items()],
+        F.col(_EXTRAS).alias(EXTRAS_COLUMN),
         F.col(_RAW).alias(RAW_COLUMN),
         value(ISSUES_COLUMN).alias(ISSUES_COLUMN),
         F.col("_record_no").alias(RECORD_COLUMN),

@@ -17,6 +17,13 @@ and a re-run delivers nothing twice:
    the same Delta table.
 
 Every SQL identifier is composed with psycopg's ``sql.Identifier``; values are parameters.
+
+A map column of the lead (``extras``) is ``jsonb`` in PostgreSQL (NULL when the source file had
+no extra column). Neither CSV nor JDBC carries a map: both ways stage it as JSON text (Spark's
+``to_json``) in a ``text`` column of the stage, and the publish step casts it to ``jsonb``.
+
+``ensure_tables`` migrates a leads table made by an older version: every lead column it lacks is
+added (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, NULL in the rows already delivered).
 """
 
 from __future__ import annotations
@@ -47,7 +54,10 @@ PG_TYPES = {
     T.DateType(): "date",
     T.IntegerType(): "integer",
     T.BooleanType(): "boolean",
+    T.MapType(T.StringType(), T.StringType()): "jsonb",
 }
+#: Lead columns staged as JSON text and cast to jsonb when published.
+JSON_COLUMNS = [f.name for f in LEAD_SCHEMA.fields if isinstance(f.dataType, T.MapType)]
 LEDGER = "lead_deliveries"
 
 
@@ -77,6 +87,31 @@ def leads_ddl(schema: str, table: str) -> sql.Composed:
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(_name(schema, table), sql.SQL(", ").join(cols))
 
 
+def add_missing_lead_columns(conn, schema: str, table: str) -> list[str]:
+    """Add to an existing leads table the lead columns it lacks (a table made by an older version);
+    returns their names. Only a missing column takes an ALTER (and its lock)."""
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (schema, table),
+        ).fetchall()
+    }
+    missing = [f for f in LEAD_SCHEMA.fields if f.name not in have]
+    if missing:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} {}").format(
+                _name(schema, table),
+                sql.SQL(", ").join(
+                    sql.SQL("ADD COLUMN IF NOT EXISTS {} " + PG_TYPES[f.dataType]).format(sql.Identifier(f.name))
+                    for f in missing
+                ),
+            )
+        )
+        log.warning("deliver: migrated %s.%s: added column(s) %s", schema, table, [f.name for f in missing])
+    return [f.name for f in missing]
+
+
 def ledger_ddl(schema: str) -> sql.Composed:
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} ("
@@ -87,13 +122,14 @@ def ledger_ddl(schema: str) -> sql.Composed:
 
 
 def ensure_tables(db: DbTarget, schema: str = "public", table: str = "leads") -> None:
-    """Create the schema, the leads table, the ledger and ``pipeline_runs`` when absent, and
-    (re)create the dashboard views (run_report.py)."""
+    """Create the schema, the leads table, the ledger and ``pipeline_runs`` when absent, add the
+    lead columns an older leads table lacks, and (re)create the dashboard views (run_report.py)."""
     with db.connect(autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('leadpipe-ddl'))")
         try:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             conn.execute(leads_ddl(schema, table))
+            add_missing_lead_columns(conn, schema, table)
             # the run's report and the views select a run's leads
             conn.execute(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (run_id)").format(
@@ -144,6 +180,27 @@ def drop_leftover_stages(conn, schema: str, prefix: str) -> list[str]:
     return names
 
 
+def create_stage(conn, schema: str, table: str, stage: str) -> None:
+    """An UNLOGGED staging table shaped like the leads table, ``lead_id`` nullable and the
+    ``JSON_COLUMNS`` as text (what both stage writers send; ``_publish`` casts them)."""
+    conn.execute(
+        sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+            _name(schema, stage), _name(schema, table)
+        )
+    )
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN lead_id DROP NOT NULL").format(_name(schema, stage)))
+    for c in JSON_COLUMNS:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE text").format(_name(schema, stage), sql.Identifier(c))
+        )
+
+
+def for_stage(leads: DataFrame) -> DataFrame:
+    """Leads as the stage takes them: each map column (``JSON_COLUMNS``) as its JSON text (NULL
+    stays NULL), since neither the CSV of COPY nor JDBC carries a map."""
+    return leads.select(*[F.to_json(F.col(c)).alias(c) if c in JSON_COLUMNS else F.col(c) for c in leads.columns])
+
+
 def _staged_rows(db: DbTarget, schema: str, stage: str) -> int:
     with db.connect(autocommit=True) as conn:
         return int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_name(schema, stage))).fetchone()[0])
@@ -177,12 +234,7 @@ def deliver(
     leads = inserted_leads(spark, leads_path, first, current).withColumn("run_id", F.lit(run_id))
     stage = prefix + uuid.uuid4().hex[:12]
     with db.connect(autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
-                _name(schema, stage), _name(schema, table)
-            )
-        )
-        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN lead_id DROP NOT NULL").format(_name(schema, stage)))
+        create_stage(conn, schema, table, stage)
     dying = faults.armed("during_staging")
     if dying:  # a real death while Spark's JDBC tasks are writing: as soon as a row has landed
         faults.watch("during_staging", lambda: _staged_rows(db, schema, stage) > 0)
@@ -217,7 +269,8 @@ def deliver(
 
 def _stage_by_jdbc(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> None:
     (
-        leads.write.mode("append")
+        for_stage(leads)
+        .write.mode("append")
         .option("batchsize", batch_size)
         # both names match settings' strict identifier pattern (config.SQL_IDENTIFIER)
         .jdbc(db.jdbc_url, f'"{schema}"."{stage}"', properties=db.jdbc_properties())
@@ -230,7 +283,8 @@ def _stage_by_copy(leads: DataFrame, db: DbTarget, schema: str, stage: str, batc
     batches rendered to CSV by pyarrow (C++), no per-row Python. NULL is an unquoted empty field
     and an empty string a quoted one, as COPY reads them. A retried task's rows are counted once
     (Spark keeps one attempt's result per partition); the stage may hold them twice, which the
-    publish step's distinct count and ON CONFLICT absorb."""
+    publish step's distinct count and ON CONFLICT absorb. Map columns go as JSON text (``for_stage``)."""
+    leads = for_stage(leads)
     columns = leads.columns
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         _name(schema, stage), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
@@ -265,7 +319,11 @@ def _publish(
 ) -> int:
     """The one delivery transaction (see the module doc). ``staged``: the distinct leads written
     to the stage; fewer found there (an UNLOGGED table is emptied by a server crash) aborts it."""
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*LEAD_SCHEMA.fieldNames(), "run_id"])
+    names = [*LEAD_SCHEMA.fieldNames(), "run_id"]
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in names)
+    values = sql.SQL(", ").join(
+        sql.SQL("{}::jsonb").format(sql.Identifier(c)) if c in JSON_COLUMNS else sql.Identifier(c) for c in names
+    )
     with db.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"leadpipe-deliver-{table_id}",))
         done = _max_delivered(conn, schema, table_id)
@@ -284,7 +342,7 @@ def _publish(
         cur = conn.execute(
             sql.SQL(
                 "INSERT INTO {} ({}) SELECT {} FROM {} WHERE lead_id IS NOT NULL ON CONFLICT (lead_id) DO NOTHING"
-            ).format(_name(schema, table), cols, cols, _name(schema, stage))
+            ).format(_name(schema, table), cols, values, _name(schema, stage))
         )
         delivered = cur.rowcount
         conn.execute(

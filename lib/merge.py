@@ -9,6 +9,13 @@ The ``leads`` table holds one row per lead_id, ever. One MERGE per (source, snap
 - an active lead of this source that the snapshot no longer lists is marked removed:
   ``is_active = false``, ``removed_on = snapshot_date`` (``removed``; soft delete);
 - anything else is left alone (``unchanged``): no file is rewritten for it (deletion vectors).
+  A lead whose only difference is in ``extras`` (columns the source's config does not list) is
+  rewritten, so that ``raw`` and ``extras`` stay its latest snapshot's, and counted unchanged.
+
+The table is migrated in place: a column this version writes that the table lacks (a table made
+by an older version) is added, before the MERGE, by ``ALTER TABLE ... ADD COLUMNS`` in a commit of
+its own (no transaction id, no MERGE metadata; NULL in the existing rows). Adding is idempotent and
+safe to race: a second writer finds the columns there.
 
 The state of record travels in the same commit. Every MERGE commit carries
 
@@ -42,6 +49,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from leadpipe.canonical import (
+    EXTRAS_COLUMN,
     ISSUE_TYPE,
     ISSUES_COLUMN,
     LEAD_SCHEMA,
@@ -50,6 +58,7 @@ from leadpipe.canonical import (
     RULES_VERSION_COLUMN,
 )
 from leadpipe.expressions import date_value
+from leadpipe.warehouse import add_missing_columns
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +93,14 @@ APP_ID_PREFIX = "leadpipe:"
 COUNT_KINDS = ("new", "changed", "returned", "restandardized", "removed", "unchanged")
 
 # A matched lead is rewritten when its standardized business fields changed, it is back, or the
-# agency's raw values or the rules that read them changed (so raw, raw_hash and rules_version on
-# every lead stay those of its latest snapshot). The last kind, ``refreshed``, is no change to
-# report: it is counted as unchanged.
+# agency's raw values, the rules that read them or its extras changed (so raw, extras, raw_hash and
+# rules_version on every lead stay those of its latest snapshot). The last kind, ``refreshed``, is
+# no change to report: it is counted as unchanged.
 CHANGED = (
     f"t.record_hash <> s.record_hash OR NOT t.is_active OR t.{RAW_HASH_COLUMN} <> s.{RAW_HASH_COLUMN} "
-    f"OR t.{RULES_VERSION_COLUMN} <> s.{RULES_VERSION_COLUMN}"
+    f"OR t.{RULES_VERSION_COLUMN} <> s.{RULES_VERSION_COLUMN} "
+    # maps have no equality in Spark SQL: their sorted entries do (NULL: the file had no extra column)
+    f"OR NOT (array_sort(map_entries(t.{EXTRAS_COLUMN})) <=> array_sort(map_entries(s.{EXTRAS_COLUMN})))"
 )
 LAST_CHANGE = (
     "CASE WHEN NOT t.is_active THEN 'returned' WHEN t.record_hash = s.record_hash THEN 'refreshed' "
@@ -152,9 +163,12 @@ class MergeResult:
 
 
 def ensure_leads_table(spark: SparkSession, path: str) -> DeltaTable:
-    """Create the leads table when absent (idempotent: concurrent creators converge); check that
-    an existing one has every column this version writes."""
+    """Create the leads table when absent (idempotent: concurrent creators converge); add to an
+    existing one the columns this version writes that it lacks (see the module doc), then check."""
     if DeltaTable.isDeltaTable(spark, path):
+        added = add_missing_columns(spark, path, LEADS_TABLE_SCHEMA)
+        if added:
+            log.warning("merge: migrated %s: added column(s) %s", path, added)
         table = DeltaTable.forPath(spark, path)
         _check_columns(table, path)
         return table
@@ -171,8 +185,8 @@ def _check_columns(table: DeltaTable, path: str) -> None:
     missing = [c for c in LEADS_TABLE_SCHEMA.fieldNames() if c not in have]
     if missing:
         raise RuntimeError(
-            f"{path}: the leads table lacks column(s) {missing}: it was made by an older version of this job. "
-            "Rebuild it from bronze or point --warehouse at a new location."
+            f"{path}: the leads table lacks column(s) {missing} after its migration: was it changed by "
+            "another program meanwhile?"
         )
 
 

@@ -12,10 +12,16 @@ to do. What was applied is recorded only in the leads table's own MERGE commits 
 kill between a bronze write and the MERGE cannot make a later run wrong. Bronze keeps raw values
 so that rules can be improved and leads re-derived without re-reading the agencies' files; it
 also keeps the rows of held snapshots.
+
+Bronze rows carry ``extras`` besides ``raw``: the source columns the source's config does not
+list, as written (NULL when the file has none). A table made by an older version gains the
+columns this version writes before its next write (``add_missing_columns``: ``ALTER TABLE ...
+ADD COLUMNS``, NULL in the rows already there).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 
@@ -24,7 +30,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from leadpipe.canonical import EXTRAS_COLUMN, EXTRAS_TYPE
 from leadpipe.validate import QUARANTINE_SCHEMA
+
+log = logging.getLogger(__name__)
 
 BRONZE_SCHEMA = T.StructType(
     [
@@ -33,6 +42,7 @@ BRONZE_SCHEMA = T.StructType(
         T.StructField("source_file", T.StringType()),
         T.StructField("record_no", T.LongType()),
         T.StructField("raw", T.MapType(T.StringType(), T.StringType())),
+        T.StructField(EXTRAS_COLUMN, EXTRAS_TYPE),
         T.StructField("raw_record", T.StringType()),
         T.StructField("run_id", T.StringType()),
     ]
@@ -74,9 +84,46 @@ def delete_path(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hpath) and fs.delete(hpath, True))
 
 
+def add_missing_columns(spark: SparkSession, path: str, schema: T.StructType) -> list[str]:
+    """Add to the Delta table at ``path`` the columns of ``schema`` it lacks, each after the column
+    that precedes it in ``schema``, in one ``ALTER TABLE ... ADD COLUMNS`` commit (the rows already
+    there read NULL). Returns the names added. Idempotent: when another writer added them first
+    (the ALTER fails), the table is read again and nothing is left to add."""
+    names = schema.fieldNames()
+
+    def missing() -> list[T.StructField]:
+        have = set(DeltaTable.forPath(spark, path).toDF().columns)
+        return [f for f in schema.fields if f.name not in have]
+
+    todo = missing()
+    if not todo:
+        return []
+    clauses = []
+    for f in todo:
+        i = names.index(f.name)
+        position = f"AFTER {_quote(names[i - 1])}" if i else "FIRST"
+        clauses.append(f"{_quote(f.name)} {f.dataType.simpleString()} {position}")
+    statement = f"ALTER TABLE delta.{_quote(path)} ADD COLUMNS ({', '.join(clauses)})"
+    try:
+        spark.sql(statement)
+    except Exception:
+        if missing():
+            raise
+        log.info("warehouse: %s: another writer added %s first", path, [f.name for f in todo])
+        return []
+    return [f.name for f in todo]
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
 def _ensure(spark: SparkSession, path: str, schema: T.StructType, partition: list[str]) -> None:
     if not DeltaTable.isDeltaTable(spark, path):
         DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(*partition).execute()
+    added = add_missing_columns(spark, path, schema)
+    if added:
+        log.warning("warehouse: migrated %s: added column(s) %s", path, added)
 
 
 def _replace_snapshot(df: DataFrame, path: str, sources: list[str], snapshot_date: date, extra: str = "") -> None:
@@ -88,7 +135,7 @@ def _replace_snapshot(df: DataFrame, path: str, sources: list[str], snapshot_dat
 def write_bronze(
     spark: SparkSession, wh: Warehouse, canonical: DataFrame, sources: list[str], snapshot_date: date, run_id: str
 ) -> None:
-    """Every row read, as the agency wrote it, from canonical rows (which carry ``raw``)."""
+    """Every row read, as the agency wrote it, from canonical rows (which carry ``raw`` and ``extras``)."""
     _ensure(spark, wh.bronze, BRONZE_SCHEMA, ["source", "snapshot_date"])
     rows = canonical.select(
         "source",
@@ -96,6 +143,7 @@ def write_bronze(
         "source_file",
         F.col("record_no").cast("long").alias("record_no"),
         "raw",
+        EXTRAS_COLUMN,
         F.col("_corrupt_record").alias("raw_record"),
         F.lit(run_id).alias("run_id"),
     )

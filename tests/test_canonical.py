@@ -8,8 +8,10 @@ from leadpipe.canonical import LEAD_COLUMNS, identity_value, lead_id, lead_id_fo
 from leadpipe.read import META_COLUMNS
 
 
-def raw_rows(spark, cfg, rows):
-    cols = list(cfg.columns)
+def raw_rows(spark, cfg, rows, extra=()):
+    """Raw rows as read.read_source makes them: the configured columns, then ``extra`` columns
+    the file has beyond them."""
+    cols = list(cfg.columns) + list(extra)
     df = spark.createDataFrame([tuple(r.get(c) for c in cols) for r in rows], ", ".join(f"`{c}` string" for c in cols))
     return df.select(
         "*",
@@ -93,6 +95,7 @@ def test_texas_row_maps_to_every_canonical_column(spark, sources):
         "phone": "+18304291010",
         "email": "sylvia@kstreetlearningcenter.com",
         "license_number": "1239246",
+        "provider_id": "773628",
         "license_type": "Licensed Center - Child Care Program",
         "facility_type": "Center",
         "license_status": "Active",
@@ -108,13 +111,64 @@ def test_texas_row_maps_to_every_canonical_column(spark, sources):
         assert got[col] is None
     assert got["raw"]["Operation/Caregiver Name"] == 'K" Street Learning Center LLC"'
     assert got["dq_issues"] == []
+    assert got["extras"] is None  # the file has no column beyond the config's
 
 
 def test_record_hash_ignores_lineage_but_sees_business_fields(spark, sources):
     cfg = sources["tx_hhs"]
     base = {"Operation #": "1", "Operation/Caregiver Name": "A", "Capacity": "12"}
     a = map_to_canonical(raw_rows(spark, cfg, [base]), cfg).first()
-    b = map_to_canonical(raw_rows(spark, cfg, [{**base, "Facility ID": "99"}]), cfg).first()  # not a lead field
+    b = map_to_canonical(raw_rows(spark, cfg, [{**base, "Agency Number": "99"}]), cfg).first()  # not a lead field
     c = map_to_canonical(raw_rows(spark, cfg, [{**base, "Capacity": "13"}]), cfg).first()
+    d = map_to_canonical(raw_rows(spark, cfg, [{**base, "Facility ID": "99"}]), cfg).first()  # provider_id
     assert a.record_hash == b.record_hash
     assert a.record_hash != c.record_hash
+    assert a.record_hash != d.record_hash
+
+
+def test_extra_columns_are_kept_in_extras_and_in_no_hash(spark, sources):
+    """A column the config does not list is kept as written in ``extras`` (and ``raw``); it
+    changes neither record_hash nor raw_hash, so the week an agency adds one no lead changes."""
+    cfg = sources["tx_hhs"]
+    base = {"Operation #": "1", "Operation/Caregiver Name": "A", "Capacity": "12", "Facility ID": "7"}
+    plain = map_to_canonical(raw_rows(spark, cfg, [base]), cfg).first()
+    wider = raw_rows(spark, cfg, [{**base, "Rating": " 4 stars ", "Notes": None}], extra=["Rating", "Notes"])
+    got = map_to_canonical(wider, cfg).first()
+    assert plain.extras is None
+    assert got.extras == {"Rating": " 4 stars ", "Notes": None}  # as written, untrimmed
+    assert got.raw["Rating"] == " 4 stars "
+    assert (got.record_hash, got.raw_hash) == (plain.record_hash, plain.raw_hash)
+    other = raw_rows(spark, cfg, [{**base, "Rating": "5 stars", "Notes": None}], extra=["Rating", "Notes"])
+    assert map_to_canonical(other, cfg).first().raw_hash == plain.raw_hash
+    # a configured column still counts
+    changed = map_to_canonical(raw_rows(spark, cfg, [{**base, "Agency Number": "2"}]), cfg).first()
+    assert changed.raw_hash != plain.raw_hash
+
+
+def test_a_new_business_column_leaves_the_hash_of_leads_that_do_not_fill_it(spark, sources):
+    """record_hash of a lead without provider_id is the hash of the first schema's columns, as
+    the leads table stored it before provider_id existed (no lead is restandardized by it)."""
+    from leadpipe.canonical import RECORD_HASH_V1_COLUMNS
+
+    cfg = sources["nv_dpbh"]
+    row = {"Name": "Little Stars", "Credential Number": "007-23", "Phone#": "7025551234"}
+    out = map_to_canonical(raw_rows(spark, cfg, [row]), cfg)
+    old = F.sha2(
+        F.concat_ws("\u001f", *[F.coalesce(F.col(c).cast("string"), F.lit("\u2400")) for c in RECORD_HASH_V1_COLUMNS]),
+        256,
+    )
+    got = out.select("record_hash", old.alias("old"), "provider_id").first()
+    assert got.provider_id is None
+    assert got.record_hash == got.old
+
+
+def test_a_leads_table_without_the_new_columns_is_not_reused(spark, sources):
+    """``previous`` from a leads table an older version made (no provider_id, no extras): the
+    rows are standardized afresh, with the same output as without it."""
+    cfg = sources["tx_hhs"]
+    row = {"Operation #": "1", "Operation/Caregiver Name": "A", "Capacity": "12", "Facility ID": "7"}
+    raw = raw_rows(spark, cfg, [row])
+    fresh = map_to_canonical(raw, cfg)
+    old_table = fresh.drop("provider_id", "extras").withColumn("company", F.lit("STORED"))
+    again = map_to_canonical(raw, cfg, previous=old_table).first()
+    assert (again.company, again.provider_id) == ("A", "7")

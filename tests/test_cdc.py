@@ -110,3 +110,30 @@ def test_a_rule_change_is_restandardized_not_changed(spark, tmp_path):
     r3 = merge(spark, path, [{"lead_id": "s1-a", "company": "ALPHA KIDS LLC", "raw": raw3}], "s1", W3, "r3")
     assert (r3.counts["restandardized"], r3.counts["changed"]) == (0, 1)
     assert state(spark, path)["s1-a"].rules_version == "rules-1"
+
+
+def test_extras_stay_the_latest_snapshots_and_change_no_lead(spark, tmp_path):
+    """``extras`` (columns the config does not list) is in neither hash: the week an agency adds
+    a column, and a week its values change, no lead is changed or restandardized; the lead's
+    extras are rewritten to its latest snapshot's (counted unchanged), others are left alone."""
+    path = str(tmp_path / "leads")
+    week1 = [{"lead_id": "s1-a", "company": "Alpha"}, {"lead_id": "s1-b", "company": "Beta"}]
+    merge(spark, path, week1, "s1", W1, "run1")
+    assert {r.extras for r in state(spark, path).values()} == {None}
+
+    week2 = [{**r, "extras": {"Rating": "4", "Notes": None}} for r in week1]
+    r2 = merge(spark, path, week2, "s1", W2, "run2")
+    assert r2.counts == {"new": 0, "changed": 0, "returned": 0, "restandardized": 0, "removed": 0, "unchanged": 2}
+    t = state(spark, path)
+    assert t["s1-a"].extras == {"Rating": "4", "Notes": None}
+    assert (t["s1-a"].last_change, t["s1-a"].snapshot_date, t["s1-a"].first_seen) == ("refreshed", W2, W1)
+
+    week3 = [
+        {**week1[0], "extras": {"Notes": None, "Rating": "5"}},
+        {**week1[1], "extras": {"Notes": None, "Rating": "4"}},
+    ]
+    r3 = merge(spark, path, week3, "s1", W3, "run3")
+    assert r3.counts["unchanged"] == 2 and r3.counts["changed"] == 0
+    t = state(spark, path)
+    assert (t["s1-a"].extras["Rating"], t["s1-a"].snapshot_date) == ("5", W3)
+    assert t["s1-b"].snapshot_date == W2  # same extras in another order: left alone

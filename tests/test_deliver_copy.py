@@ -2,7 +2,7 @@
 
 COPY (the default, ``delivery_method: copy``) renders Arrow batches as CSV; JDBC binds values.
 Values that CSV could confuse (empty string vs NULL, quotes, commas, line breaks, non-ASCII,
-dates, booleans, integers) must arrive identical both ways.
+dates, booleans, integers, the ``extras`` map as JSON) must arrive identical both ways.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from leadpipe.canonical import LEAD_SCHEMA
-from leadpipe.deliver import STAGE_WRITERS, ensure_tables
+from leadpipe.deliver import STAGE_WRITERS, create_stage, ensure_tables
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +33,8 @@ def _rows() -> list[dict]:
             license_issued=None if i % 2 else date(1999, 12, 31),
             capacity=i * 7 if i % 3 else None,
             accepts_financial_aid=bool(i % 2) if i % 4 else None,
+            provider_id=value,
+            extras=None if i % 3 == 0 else {"Rating": value, value or "blank": "x", "Notes": None},
         )
         rows.append({k: row[k] for k in LEAD_SCHEMA.fieldNames()})
     return rows
@@ -46,12 +48,14 @@ def test_copy_and_jdbc_stage_the_same_values(spark, db):
         stage = f"copy_check_{method}"
         with db.connect(autocommit=True) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(stage)))
-            conn.execute(
-                sql.SQL("CREATE TABLE {} (LIKE public.leads INCLUDING DEFAULTS)").format(sql.Identifier(stage))
-            )
+            create_stage(conn, "public", "leads", stage)
         write(frame, db, "public", stage, 4)
         tables[method] = stage
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in LEAD_SCHEMA.fieldNames())
+    # as the publish step reads the stage: extras (JSON text there) cast to jsonb
+    cols = sql.SQL(", ").join(
+        sql.SQL("{}::jsonb").format(sql.Identifier(c)) if c == "extras" else sql.Identifier(c)
+        for c in LEAD_SCHEMA.fieldNames()
+    )
     with db.connect() as conn:
         got = {
             m: conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY lead_id").format(cols, sql.Identifier(t))).fetchall()
@@ -62,3 +66,5 @@ def test_copy_and_jdbc_stage_the_same_values(spark, db):
     by_id = {r[0]: r for r in got["copy"]}
     company = LEAD_SCHEMA.fieldNames().index("company")
     assert [by_id[f"tx_hhs:{i:03d}"][company] for i in range(len(TRICKY))] == TRICKY
+    extras = LEAD_SCHEMA.fieldNames().index("extras")
+    assert [by_id[f"tx_hhs:{i:03d}"][extras] for i in range(len(TRICKY))] == [r["extras"] for r in _rows()]
