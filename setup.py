@@ -28,6 +28,7 @@ RUNTIME = [
 
 DEV = [
     "pytest==9.2.0",
+    "hypothesis==6.170.17",
     "chispa==0.12.0",
     "moto[server]==5.2.5",
     "ruff==0.17.6",

@@ -159,6 +159,11 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.apply_held) - set(sources))
         if unknown:
             raise ConfigError(f"--apply-held names unknown source(s) {unknown}; sources: {sorted(sources)}")
+        unknown = sorted(set(settings.expected_sources) - set(sources))
+        if unknown:
+            raise ConfigError(
+                f"{settings.path}: expected_sources: unknown source(s) {unknown}; sources: {sorted(sources)}"
+            )
         db_url = args.db_url or settings.postgres.url
         if db_url:
             from leadpipe.postgres import DbTarget
@@ -231,6 +236,7 @@ def quality_main(argv: list[str] | None = None) -> int:
     from leadpipe.pipeline import map_snapshot
     from leadpipe.report import field_quality, format_quality
     from leadpipe.session import RULES_PLAN_CONF, build_session, session_conf
+    from leadpipe.sniff import Rejection, inspect_file
 
     conf_dir = resolve_conf_dir(args.conf_dir)
     sources = load_sources(conf_dir)
@@ -246,11 +252,23 @@ def quality_main(argv: list[str] | None = None) -> int:
     found = discover(spark, input_uri, sources)
     entries = []
     for snapshot_date, files_by_source in found.by_date().items():
-        canonical, cfgs, failures = map_snapshot(spark, sources, files_by_source, snapshot_date)
+        readable: dict[str, list] = {}
+        for sid, files in files_by_source.items():
+            for f in files:
+                fmt = inspect_file(spark, f.uri, f.size, sources[sid])
+                if isinstance(fmt, Rejection):
+                    print(f"not read: {f.uri}: {fmt.reason}: {fmt.message}")
+                else:
+                    readable.setdefault(sid, []).append((f, fmt))
+        frames, failures = map_snapshot(spark, sources, readable, snapshot_date)
         for e in failures.values():
             print(f"not read: {e}")
-        if canonical is None:
+        if not frames:
             continue
+        cfgs = [sources[sid] for sid in sorted(frames)]
+        canonical = frames[cfgs[0].id]
+        for cfg in cfgs[1:]:
+            canonical = canonical.unionByName(frames[cfg.id])
         with session_conf(spark, RULES_PLAN_CONF):
             canonical = canonical.cache()
         entries.extend(field_quality(canonical, cfgs, settings.quality_top_values))
@@ -258,6 +276,8 @@ def quality_main(argv: list[str] | None = None) -> int:
     print(format_quality(entries))
     if found.unmatched:
         print(f"unmatched files (not read): {found.unmatched}")
+    for r in found.rejected:
+        print(f"not read: {r.uri}: {r.reason}: {r.message}")
     if args.json:
         Path(args.json).write_text(json.dumps(entries, indent=2))
     return 0

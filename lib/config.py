@@ -21,6 +21,40 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONF_DIR = PACKAGE_DIR.parent / "conf"
 
 
+def header_key(name: str) -> str:
+    """How a file's header name is compared with a configured column or alias: case, spaces and
+    punctuation ignored (``Phone#`` = ``phone``, ``Operation #`` = ``OPERATION``)."""
+    return re.sub(r"[\W_]+", "", name.casefold())
+
+
+_JAVA_CHARSETS = {
+    "utf-8": "UTF-8",
+    "ascii": "US-ASCII",
+    "latin-1": "ISO-8859-1",
+    "iso8859-1": "ISO-8859-1",
+    "utf-16-le": "UTF-16LE",
+    "utf-16-be": "UTF-16BE",
+    "utf-32-le": "UTF-32LE",
+    "utf-32-be": "UTF-32BE",
+    "mac-roman": "x-MacRoman",
+}
+
+
+def java_charset(python_codec: str) -> str | None:
+    """The name Spark's (Java's) CSV reader knows for a Python codec; None when it has none."""
+    import codecs
+
+    try:
+        name = codecs.lookup(python_codec).name
+    except LookupError:
+        return None
+    if m := re.fullmatch(r"cp(125\d)", name):
+        return f"windows-{m.group(1)}"
+    if m := re.fullmatch(r"iso8859-(\d+)", name):
+        return f"ISO-8859-{m.group(1)}"
+    return _JAVA_CHARSETS.get(name)
+
+
 class ConfigError(ValueError):
     """A configuration file is missing, unreadable or invalid."""
 
@@ -30,13 +64,26 @@ class _Strict(BaseModel):
 
 
 class CsvOptions(_Strict):
-    """How Spark reads a source's files. Names follow Spark's CSV options where they exist."""
+    """How a source's files are read. Names follow Spark's CSV options where they exist.
+
+    ``encoding``: the agency's 8-bit encoding, used when a file has no byte-order mark and is
+    not valid UTF-8 (sniff.py detects BOMs, UTF-16/32 and UTF-8 per file first);
+    ``detect_encoding: false`` pins ``encoding`` for every file. ``delimiter``: the usual one;
+    when a file's header does not match with it, the others of ``sniff_delimiters`` are tried.
+    ``multi_line_columns``: the only columns whose cells may span lines (``multi_line`` must be
+    true then); a line break in any other cell, or more than ``multi_line_max_lines`` lines in
+    one of them, marks the record ``runaway_quote``.
+    """
 
     encoding: str = "utf-8"
+    detect_encoding: bool = True
     multi_line: bool = False
+    multi_line_columns: list[str] = Field(default_factory=list)
+    multi_line_max_lines: int = Field(4, ge=2)  # more lines in such a cell: a runaway quote too
     quote: str = '"'
     escape: str = '"'
     delimiter: str = ","
+    sniff_delimiters: list[str] = Field(default_factory=lambda: [",", ";", "\t", "|"])
 
     @field_validator("quote", "escape", "delimiter")
     @classmethod
@@ -44,6 +91,35 @@ class CsvOptions(_Strict):
         if len(value) != 1:
             raise ValueError("must be exactly one character")
         return value
+
+    @field_validator("sniff_delimiters")
+    @classmethod
+    def _one_char_each(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if len(v) != 1]
+        if bad:
+            raise ValueError(f"each must be exactly one character, got {bad}")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        if java_charset(value) is None:
+            raise ValueError(
+                f"unknown encoding {value!r}, or one Spark's reader has no name for: use utf-8, cp1252 (or another "
+                "cp125x), latin-1 (or another iso8859-N) or mac-roman"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _multi_line_columns(self) -> CsvOptions:
+        if self.multi_line and not self.multi_line_columns:
+            raise ValueError(
+                "multi_line is true: name the columns whose cells may span lines in multi_line_columns "
+                "(a line break anywhere else is a runaway quote)"
+            )
+        if self.multi_line_columns and not self.multi_line:
+            raise ValueError("multi_line_columns is set: multi_line must be true")
+        return self
 
 
 class FieldRule(_Strict):
@@ -133,6 +209,7 @@ class SourceConfig(_Strict):
     date_format: str = "%m-%d-%Y"
     csv: CsvOptions = CsvOptions()
     columns: list[str]
+    aliases: dict[str, list[str]] = Field(default_factory=dict)  # column -> other names it has had
     required_columns: list[str] = Field(default_factory=list)
     identity: Identity
     fields: list[FieldRule]
@@ -169,6 +246,22 @@ class SourceConfig(_Strict):
         missing = [c for c in self.identity.columns if c not in known]
         if missing:
             raise ValueError(f"identity.columns not in 'columns': {missing}")
+        missing = [c for c in self.aliases if c not in known]
+        if missing:
+            raise ValueError(f"aliases names columns not in 'columns': {missing}")
+        missing = [c for c in self.csv.multi_line_columns if c not in known]
+        if missing:
+            raise ValueError(f"csv.multi_line_columns not in 'columns': {missing}")
+        claimed: dict[str, str] = {}
+        for column in self.columns:
+            for name in [column, *self.aliases.get(column, [])]:
+                key = header_key(name)
+                if claimed.get(key, column) != column:
+                    raise ValueError(
+                        f"aliases: {name!r} names both {claimed[key]!r} and {column!r}: header names are compared "
+                        "ignoring case, spaces and punctuation, so each name must be unique that way"
+                    )
+                claimed[key] = column
         for i, f in enumerate(self.fields):
             if "facility_type" in f.outputs().values():
                 bad = sorted(v for v in f.params.get("values", {}) if v not in FACILITY_TYPES)
@@ -252,6 +345,7 @@ class Settings(_Strict):
     quality_top_values: int = 5
     hold: HoldRules = HoldRules()
     delta_commit_attempts: int = Field(3, ge=1, le=10)  # a MERGE that lost a Delta commit race is retried
+    expected_sources: list[str] = Field(default_factory=list)  # reported as missing_sources when absent
     path: str = ""
 
     @field_validator("spark")

@@ -3,7 +3,10 @@
 The input is a folder or URI (``/data/in``, ``file:///data/in``), listed through Hadoop's
 FileSystem, so that object stores (``s3a://``, once its jars are on the class path) list the same way. Every file
 is either matched to exactly one source (with the snapshot date taken from its name) or reported
-as unmatched; nothing is silently ignored. Every matched file gets a SHA-256 of its bytes,
+as unmatched, or rejected alone when its name cannot be read unambiguously (``bad_file_date``:
+the date in the name does not parse; ``ambiguous_source``: two sources claim it; ``unreadable``:
+its bytes cannot be read for the checksum); nothing is
+silently ignored and one bad name never stops the run. Every matched file gets a SHA-256 of its bytes,
 computed in the JVM from the Hadoop stream (any file system, nothing through Python), so a
 snapshot already applied is recognised before it is parsed.
 """
@@ -21,8 +24,31 @@ from leadpipe.config import SourceConfig
 log = logging.getLogger(__name__)
 
 
+BAD_FILE_DATE = "bad_file_date"
+AMBIGUOUS_SOURCE = "ambiguous_source"
+UNREADABLE = "unreadable"
+
+
 class DiscoveryError(ValueError):
     """A file name that cannot be read unambiguously (two sources, or a bad date)."""
+
+    def __init__(self, message: str, reason: str, source_id: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.source_id = source_id
+
+
+@dataclass(frozen=True)
+class RejectedName:
+    """A file left out at discovery: its name does not say unambiguously what it is."""
+
+    uri: str
+    name: str
+    size: int
+    reason: str
+    message: str
+    source_id: str | None = None
+    snapshot_date: date | None = None  # when the name did give it (an unreadable file)
 
 
 @dataclass(frozen=True)
@@ -39,6 +65,8 @@ class SnapshotFile:
 class Discovery:
     files: list[SnapshotFile] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)  # uri -> bytes, of every file listed
+    rejected: list[RejectedName] = field(default_factory=list)
 
     def groups(self) -> dict[tuple[date, str], list[SnapshotFile]]:
         """Files by (snapshot_date, source_id), oldest snapshot first."""
@@ -89,14 +117,20 @@ def match_file(name: str, sources: dict[str, SourceConfig]) -> tuple[str, date] 
     if not hits:
         return None
     if len(hits) > 1:
-        raise DiscoveryError(f"{name}: matches more than one source: {[sid for sid, _ in hits]}")
+        raise DiscoveryError(
+            f"{name}: matches more than one source: {[sid for sid, _ in hits]}; make their file_pattern exclusive",
+            AMBIGUOUS_SOURCE,
+        )
     sid, m = hits[0]
     raw = m.group("date")
     try:
         snapshot = datetime.strptime(raw, sources[sid].date_format).date()
     except ValueError:
         raise DiscoveryError(
-            f"{name}: source {sid}: snapshot date {raw!r} does not match date_format {sources[sid].date_format!r}"
+            f"{name}: source {sid}: snapshot date {raw!r} does not match date_format {sources[sid].date_format!r}; "
+            "rename the file with the export's date",
+            BAD_FILE_DATE,
+            sid,
         ) from None
     return sid, snapshot
 
@@ -107,20 +141,34 @@ def discover(spark: SparkSession, location: str, sources: dict[str, SourceConfig
         if name.startswith((".", "_")):
             log.debug("discover: skipping hidden file %s", uri)
             continue
-        hit = match_file(name, sources)
+        found.sizes[uri] = size
+        try:
+            hit = match_file(name, sources)
+        except DiscoveryError as exc:
+            found.rejected.append(RejectedName(uri, name, size, exc.reason, str(exc), exc.source_id))
+            log.error("discover: %s rejected (%s): %s", uri, exc.reason, exc)
+            continue
         if hit is None:
             found.unmatched.append(uri)
             log.warning("discover: %s matches no source's file_pattern; not read", uri)
             continue
-        found.files.append(SnapshotFile(uri, name, hit[0], hit[1], size, checksum(spark, uri)))
+        try:
+            digest = checksum(spark, uri)
+        except Exception as exc:  # vanished since the listing, permissions, object store errors
+            message = f"could not read the file: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+            found.rejected.append(RejectedName(uri, name, size, UNREADABLE, message, hit[0], hit[1]))
+            log.error("discover: %s rejected (%s)", uri, UNREADABLE)
+            continue
+        found.files.append(SnapshotFile(uri, name, hit[0], hit[1], size, digest))
     per_source = {}
     for f in found.files:
         per_source[f.source_id] = per_source.get(f.source_id, 0) + 1
     log.info(
-        "discover: %d file(s) matched %s, %d unmatched, in %s",
+        "discover: %d file(s) matched %s, %d unmatched, %d rejected by name, in %s",
         len(found.files),
         per_source,
         len(found.unmatched),
+        len(found.rejected),
         location,
     )
     return found

@@ -1,7 +1,7 @@
 """The weekly job, stage by stage:
 
-    lock -> discover -> plan -> read -> map + standardize -> validate/quarantine -> bronze
-         -> hold check -> MERGE (CDC) -> deliver -> record
+    lock -> discover -> plan -> sniff -> read -> map + standardize -> validate/quarantine
+         -> bronze -> hold check -> MERGE (CDC) -> deliver -> record
 
 Guarantees, in the order the steps below keep them:
 
@@ -21,7 +21,13 @@ Guarantees, in the order the steps below keep them:
    operator names the source in ``apply_held``; the other sources go on; the run is partial.
 5. **Each lead delivered once.** Delivery (deliver.py) sends the inserts of every Delta version
    not in PostgreSQL's ledger, and records them in the same transaction as the leads.
-6. **Every run recorded.** ``pipeline_runs`` gets the run at start and its outcome at the end;
+6. **Every file accounted for; one bad source never stops the others.** Each input file ends
+   in the summary's ``files`` once: its snapshot's status, ``unmatched``, or ``rejected`` with a
+   reason code (discover.py: its name; sniff.py: its bytes). A rejected file fails its source's
+   snapshot (a full refresh must not be applied from part of its files); a source whose rules or
+   read fail is failed alone (its rows are materialized apart from the others'); the other
+   sources of the snapshot merge and deliver, and the run is partial.
+7. **Every run recorded.** ``pipeline_runs`` gets the run at start and its outcome at the end;
    the summary (state.py) is returned on every path, failures included.
 
 ``LEADPIPE_FAULT`` (faults.py) kills the process at named points for the kill tests.
@@ -29,6 +35,7 @@ Guarantees, in the order the steps below keep them:
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import time
@@ -45,7 +52,7 @@ from leadpipe import warehouse as wh_mod
 from leadpipe.canonical import ISSUES_COLUMN, map_to_canonical
 from leadpipe.config import Settings, SourceConfig
 from leadpipe.deliver import deliver, ensure_tables
-from leadpipe.discover import SnapshotFile, discover
+from leadpipe.discover import Discovery, SnapshotFile, discover
 from leadpipe.merge import (
     AppliedSnapshot,
     AppliedState,
@@ -56,18 +63,23 @@ from leadpipe.merge import (
     table_exists,
 )
 from leadpipe.postgres import DbTarget
-from leadpipe.read import SchemaDriftError, read_source
+from leadpipe.read import read_source
 from leadpipe.report import field_quality
 from leadpipe.run_report import default_reports_location, publish, report_fields
 from leadpipe.runs import RunLock, RunLocked, RunRecord
 from leadpipe.session import RULES_PLAN_CONF, session_conf
+from leadpipe.sniff import FileFormat, Rejection, inspect_file
 from leadpipe.state import (
     ALREADY_APPLIED,
     APPLIED,
     CHANGED_AFTER_APPLY,
     FAILED,
     HELD,
+    NOT_REACHED,
+    REJECTED,
     STALE,
+    UNMATCHED,
+    FileOutcome,
     RunSummary,
     SnapshotOutcome,
 )
@@ -123,6 +135,9 @@ class Run:
     blocked: dict[str, str] = field(default_factory=dict)  # source -> its snapshot held or failed in this run
     forced: set[str] = field(default_factory=set)  # sources applied on purpose (--apply-held)
     quarantined: set[tuple[str, date]] | None = None  # (source, snapshot) with rows in quarantine
+    found: Discovery | None = None  # every file listed in the input
+    formats: dict[str, FileFormat] = field(default_factory=dict)  # file uri -> how it was read
+    rejections: dict[str, Rejection] = field(default_factory=dict)  # file uri -> why it was not read
 
 
 def run_weekly(
@@ -146,6 +161,11 @@ def run_weekly(
     unknown = sorted(set(apply_held) - set(sources))
     if unknown:
         raise ValueError(f"apply_held names unknown source(s) {unknown}; sources: {sorted(sources)}")
+    unknown = sorted(set(settings.expected_sources) - set(sources))
+    if unknown:
+        raise ValueError(
+            f"{settings.path}: expected_sources names unknown source(s) {unknown}; sources: {sorted(sources)}"
+        )
     if db is not None:
         db = db.with_retries(settings.postgres.connect_attempts, settings.postgres.retry_backoff_seconds)
     run = Run(
@@ -175,7 +195,15 @@ def run_weekly(
     try:
         with run.state.timed("discover"):
             found = discover(spark, input_uri, sources)
+        run.found = found
         run.state.unmatched_files = found.unmatched
+        present = {f.source_id for f in found.files} | {r.source_id for r in found.rejected}
+        run.state.missing_sources = [sid for sid in settings.expected_sources if sid not in present]
+        for sid in run.state.missing_sources:
+            run.state.warnings.append(
+                f"missing_sources: {sid} is expected every week ({settings.path}: expected_sources) and has no file "
+                f"in {input_uri}; its leads are left as they are"
+            )
         if not found.files:
             run.state.fail(f"no file in {input_uri} matches a source's file_pattern")
         with run.state.timed("state"):
@@ -221,6 +249,7 @@ def hold_lock(run: Run) -> bool:
 
 
 def finish(run: Run, record: RunRecord | None) -> None:
+    account_files(run)
     run.state.finish()
     if record is not None and run.reports:
         with run.state.timed("report"):
@@ -240,6 +269,47 @@ def finish(run: Run, record: RunRecord | None) -> None:
     finally:
         if run.lock is not None:
             run.lock.release()
+
+
+def account_files(run: Run) -> None:
+    """Every file listed in the input, once, in the summary: its snapshot's status, or why it was
+    not read (rejected with a reason, unmatched)."""
+    if run.found is None:
+        return
+    status = {(o.source, o.snapshot_date): o for o in run.state.snapshots}
+    out: list[FileOutcome] = []
+    for f in run.found.files:
+        o = status.get((f.source_id, f.snapshot_date))
+        rejection = run.rejections.get(f.uri)
+        fmt = run.formats.get(f.uri)
+        entry = FileOutcome(f.uri, f.name, f.size, o.status if o else NOT_REACHED, f.source_id, f.snapshot_date)
+        if rejection is not None:
+            entry.status, entry.reason, entry.message = REJECTED, rejection.reason, rejection.message
+            entry.records, entry.encoding, entry.delimiter = rejection.records, rejection.encoding, rejection.delimiter
+        elif fmt is not None:
+            entry.encoding, entry.delimiter = codecs.lookup(fmt.encoding).name, fmt.delimiter
+            entry.renamed_columns, entry.missing_columns, entry.extra_columns = fmt.renamed, fmt.missing, fmt.extra
+        out.append(entry)
+    for r in run.found.rejected:
+        out.append(FileOutcome(r.uri, r.name, r.size, REJECTED, r.source_id, reason=r.reason, message=r.message))
+    for uri in run.found.unmatched:
+        out.append(
+            FileOutcome(
+                uri,
+                uri.rsplit("/", 1)[-1],
+                run.found.sizes.get(uri, 0),
+                UNMATCHED,
+                message="no source's file_pattern matches its name: not read (a new agency needs a conf/sources file)",
+            )
+        )
+    run.state.files = sorted(out, key=lambda e: e.file)
+    rejected: dict[str, int] = {}
+    for e in out:
+        if e.status == REJECTED:
+            rejected[e.reason] = rejected.get(e.reason, 0) + 1
+    run.state.rejected_files = rejected
+    for r in run.found.rejected:
+        run.state.errors.append(f"{r.name}: rejected ({r.reason}): {r.message}")
 
 
 def write_run_report(run: Run) -> None:
@@ -317,21 +387,40 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
     to_read = {sid: files for sid, files in files_by_source.items() if outcomes[sid].status in ("", STALE)}
     if not to_read:
         return
+    with run.state.timed("sniff"):
+        sniffed = {sid: sniff_source(run, run.sources[sid], files) for sid, files in to_read.items()}
+    failures = {sid: why for sid, (_, why) in sniffed.items() if why}
     with run.state.timed("read"):
         previous = run.spark.read.format("delta").load(run.wh.leads) if table_exists(run.spark, run.wh.leads) else None
-        canonical, cfgs, read_failures = map_snapshot(run.spark, run.sources, to_read, snapshot_date, previous)
-    for sid, message in read_failures.items():
-        outcomes[sid].status, outcomes[sid].message = FAILED, message
-        run.blocked[sid] = f"its snapshot {snapshot_date} failed"
-        run.state.record(outcomes[sid])
-    if canonical is None:
-        return
+        frames, read_failures = map_snapshot(
+            run.spark,
+            run.sources,
+            {sid: formats for sid, (formats, why) in sniffed.items() if not why},
+            snapshot_date,
+            previous,
+        )
+    failures.update(read_failures)
     stale = {
         sid: f"snapshot {snapshot_date} is older than {run.applied.latest[sid]}, already applied for {sid}"
         for sid, o in outcomes.items()
         if o.status == STALE
     }
-    tagged = materialize(run, tag(canonical, {c.id: c.identity.columns for c in cfgs}, stale), snapshot_date)
+    multi_line = {  # sources with a file read multi-line: where a line break in a cell is a runaway quote
+        sid: (run.sources[sid].csv.multi_line_columns, run.sources[sid].csv.multi_line_max_lines)
+        for sid, (formats, _) in sniffed.items()
+        if any(fmt.multi_line for _, fmt in formats)
+    }
+    tagged, write_failures = materialize(run, frames, stale, multi_line, snapshot_date)
+    failures.update(write_failures)
+    for sid, message in sorted(failures.items()):
+        if outcomes[sid].status != STALE:  # a stale snapshot blocks nothing: it is never merged
+            run.blocked[sid] = f"its snapshot {snapshot_date} failed"
+        outcomes[sid].status, outcomes[sid].message = FAILED, message
+        run.state.record(outcomes[sid])
+    if tagged is None:
+        wh_mod.delete_path(run.spark, run.wh.scratch_for(run.state.run_id, snapshot_date))
+        return
+    cfgs = [run.sources[sid] for sid in sorted(frames) if sid not in failures]
     try:
         with run.state.timed("read"):
             count_rows(run, tagged, [outcomes[c.id] for c in cfgs])
@@ -365,51 +454,126 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
         wh_mod.delete_path(run.spark, run.wh.scratch_for(run.state.run_id, snapshot_date))
 
 
-def materialize(run: Run, tagged: DataFrame, snapshot_date: date) -> DataFrame:
-    """Read, map, standardize and tag once, into the run's scratch Parquet, and return it read back.
+def materialize(
+    run: Run,
+    frames: dict[str, DataFrame],
+    stale: dict[str, str],
+    multi_line: dict[str, tuple[list[str], int]],
+    snapshot_date: date,
+) -> tuple[DataFrame | None, dict[str, str]]:
+    """Tag (validate.tag) and write every source's canonical rows once, into the run's scratch
+    Parquet, and return them read back, with the sources that failed (source -> message).
 
     Everything after this (counts, bronze, quarantine, quality, hold check, one MERGE per source)
     reads these files: the agency's files are parsed and the rules evaluated once per snapshot,
     memory stays bounded (nothing is cached on the driver), and every later plan is a small scan
-    instead of the rules' expression tree, which Spark would otherwise re-analyze for each job."""
+    instead of the rules' expression tree, which Spark would otherwise re-analyze for each job.
+    When the write of all sources together fails, each source is written alone, so that one
+    source's failure (a file that vanished, a rule that raised) fails that source only."""
+    if not frames:
+        return None, {}
     path = run.wh.scratch_for(run.state.run_id, snapshot_date)
+
+    def tagged_rows(sids: list[str]) -> DataFrame:
+        union = frames[sids[0]]
+        for sid in sids[1:]:
+            union = union.unionByName(frames[sid])
+        cfgs = [run.sources[sid] for sid in sids]
+        return tag(
+            union,
+            {c.id: c.identity.columns for c in cfgs},
+            {sid: why for sid, why in stale.items() if sid in sids},
+            {sid: cols for sid, cols in multi_line.items() if sid in sids},
+        )
+
+    sids = sorted(frames)
     with run.state.timed("read"), session_conf(run.spark, RULES_PLAN_CONF):
-        tagged.write.mode("overwrite").parquet(path)
-    return run.spark.read.parquet(path)
+        try:
+            tagged_rows(sids).write.mode("overwrite").parquet(f"{path}/all")
+            return run.spark.read.parquet(f"{path}/all"), {}
+        except Exception as exc:
+            log.error("read: %s %s: %s; reading each source alone", sids, snapshot_date, _first_line(exc))
+            if len(sids) == 1:
+                return None, {sids[0]: f"{sids[0]} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"}
+        written, failures = [], {}
+        for sid in sids:
+            try:
+                tagged_rows([sid]).write.mode("overwrite").parquet(f"{path}/by_source/{sid}")
+                written.append(f"{path}/by_source/{sid}")
+            except Exception as exc:
+                log.error("read: %s %s failed: %s", sid, snapshot_date, _first_line(exc))
+                failures[sid] = f"{sid} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
+    return (run.spark.read.parquet(*written) if written else None), failures
+
+
+def sniff_source(
+    run: Run, cfg: SourceConfig, files: list[SnapshotFile]
+) -> tuple[list[tuple[SnapshotFile, FileFormat]], str | None]:
+    """Sniff every file of one source's snapshot (sniff.py): (each file with its format, None), or
+    (what could be read, the message) when a file is rejected: the snapshot is then not applied,
+    since a full refresh applied from part of its files would remove the leads of the rest."""
+    formats, rejected = [], []
+    for f in files:
+        result = inspect_file(run.spark, f.uri, f.size, cfg)
+        if isinstance(result, Rejection):
+            run.rejections[f.uri] = result
+            rejected.append(f"{f.name}: {result.reason}: {result.message}")
+            log.error("sniff: %s rejected (%s)%s", f.uri, result.reason, _records(result.records))
+        else:
+            run.formats[f.uri] = result
+            formats.append((f, result))
+            run.state.warnings.extend(f"{f.name}: {w}" for w in result.warnings)
+            log.info(
+                "sniff: %s: %s, delimiter %r, %d column(s), %d renamed, %d missing, %d extra",
+                f.name,
+                codecs.lookup(result.encoding).name,
+                result.delimiter,
+                len(result.columns),
+                len(result.renamed),
+                len(result.missing),
+                len(result.extra),
+            )
+    lost = [  # files of this snapshot that discovery could not read (their checksum)
+        r
+        for r in (run.found.rejected if run.found else [])
+        if r.source_id == cfg.id and r.snapshot_date == files[0].snapshot_date
+    ]
+    if not rejected and not lost:
+        return formats, None
+    others = "" if not formats else f" ({len(formats)} other file(s) not applied either)"
+    rejected += [f"{r.name}: {r.reason}: {r.message}" for r in lost]
+    return formats, (
+        f"{cfg.id} {files[0].snapshot_date}: not applied: file(s) rejected{others}: " + "; ".join(rejected)
+    )
+
+
+def _records(n: int | None) -> str:
+    return "" if n is None else f", {n} record(s)"
 
 
 def map_snapshot(
     spark: SparkSession,
     sources: dict[str, SourceConfig],
-    files_by_source: dict[str, list],
+    files_by_source: dict[str, list[tuple[SnapshotFile, FileFormat]]],
     snapshot_date: date,
     previous: DataFrame | None = None,
-) -> tuple[DataFrame | None, list[SourceConfig], dict[str, str]]:
-    """read + map to canonical for every source of one snapshot date, as one DataFrame.
+) -> tuple[dict[str, DataFrame], dict[str, str]]:
+    """read + map to canonical, per source of one snapshot date, each file read as sniffed.
     ``previous``: the leads table, whose unchanged rows need no standardizing (map_to_canonical).
 
-    Returns (canonical rows of all readable sources or None, their configs, source -> error for
-    the sources left out: a file lacks a column their rules read; the error names the file).
+    Returns (source -> its canonical rows, source -> error for the sources whose plan could not
+    be built). Nothing is computed here: Spark runs the plans when they are written.
     """
-    frames: list[DataFrame] = []
-    cfgs: list[SourceConfig] = []
+    frames: dict[str, DataFrame] = {}
     failures: dict[str, str] = {}
     for sid, files in sorted(files_by_source.items()):
-        cfg = sources[sid]
         try:
-            raw, _checks = read_source(spark, files, cfg, snapshot_date)
-        except SchemaDriftError as exc:
-            log.error("read: %s", exc)
-            failures[sid] = str(exc)
-            continue
-        frames.append(map_to_canonical(raw, cfg, previous))
-        cfgs.append(cfg)
-    if not frames:
-        return None, cfgs, failures
-    canonical = frames[0]
-    for f in frames[1:]:
-        canonical = canonical.unionByName(f)
-    return canonical, cfgs, failures
+            raw = read_source(spark, files, sources[sid], snapshot_date)
+            frames[sid] = map_to_canonical(raw, sources[sid], previous)
+        except Exception as exc:
+            log.error("read: %s %s: %s", sid, snapshot_date, _first_line(exc))
+            failures[sid] = f"{sid} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
+    return frames, failures
 
 
 # -- 3. read, validate, derived tables -------------------------------------------------------

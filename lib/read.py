@@ -1,7 +1,9 @@
 """Read: one source's CSV files for one snapshot -> raw rows, every source column a string.
 
-Reading never infers types and never drops a row. A record that does not parse (fewer fields
-than the header, or a file that ends inside an open quote) is kept with its text in
+Each file is read as sniff.py decided (encoding, delimiter, which header position is which
+configured column); a file sniff.py rejected is never read. Reading never infers types and
+never drops a row. A record that does not parse (fewer or more
+fields than the header, or a file that ends inside an open quote) is kept with its text in
 ``_corrupt_record`` so that validation can quarantine it. Every row carries its file and its
 record number within the file (1 = first data row), so any error can name file, record and
 column.
@@ -10,16 +12,16 @@ column.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import date
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from leadpipe.config import SourceConfig
+from leadpipe.config import SourceConfig, java_charset
 from leadpipe.discover import SnapshotFile
 from leadpipe.expressions import date_value
+from leadpipe.sniff import FileFormat
 
 log = logging.getLogger(__name__)
 
@@ -27,27 +29,16 @@ CORRUPT = "_corrupt_record"
 META_COLUMNS = ("_source_file", "_snapshot_date", "_record_no", CORRUPT)
 
 
-class SchemaDriftError(ValueError):
-    """A file's header lacks columns the source's rules need."""
-
-
-@dataclass
-class HeaderCheck:
-    file: str
-    columns: list[str]
-    missing: list[str] = field(default_factory=list)
-    missing_required: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-
-
-def csv_options(cfg: SourceConfig) -> dict[str, str]:
+def csv_options(cfg: SourceConfig, fmt: FileFormat | None = None) -> dict[str, str]:
+    """Spark's CSV options for a source's file: its sniffed format (sniff.py) when given, else the
+    source's configured encoding, delimiter and multi-line setting."""
     return {
         "header": "true",
-        "encoding": cfg.csv.encoding,
-        "multiLine": str(cfg.csv.multi_line).lower(),
+        "encoding": fmt.java_encoding if fmt else (java_charset(cfg.csv.encoding) or cfg.csv.encoding),
+        "multiLine": str(fmt.multi_line if fmt else cfg.csv.multi_line).lower(),
         "quote": cfg.csv.quote,
         "escape": cfg.csv.escape,
-        "sep": cfg.csv.delimiter,
+        "sep": fmt.delimiter if fmt else cfg.csv.delimiter,
         "mode": "PERMISSIVE",
         "columnNameOfCorruptRecord": CORRUPT,
         "inferSchema": "false",
@@ -57,30 +48,9 @@ def csv_options(cfg: SourceConfig) -> dict[str, str]:
     }
 
 
-def header_columns(spark: SparkSession, uri: str, cfg: SourceConfig) -> list[str]:
-    """The file's header, as Spark names it (a blank name at position i is ``_c{i}``);
-    duplicate names get a ``_2``, ``_3`` suffix."""
-    opts = {k: v for k, v in csv_options(cfg).items() if k not in ("mode", "columnNameOfCorruptRecord")}
-    names = spark.read.options(**opts).csv(uri).columns
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return out
-
-
-def check_header(uri: str, columns: list[str], cfg: SourceConfig) -> HeaderCheck:
-    expected = set(cfg.columns)
-    needed = set(cfg.key_columns) | {c for f in cfg.fields for c in f.inputs}
-    missing = [c for c in cfg.columns if c not in columns]
-    return HeaderCheck(
-        file=uri,
-        columns=columns,
-        missing=missing,
-        missing_required=[c for c in missing if c in needed],
-        extra=[c for c in columns if c not in expected],
-    )
+def column(name: str) -> Column:
+    """A column by its exact name, whatever characters it holds (dots, spaces, back-ticks)."""
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def with_record_numbers(df: DataFrame) -> DataFrame:
@@ -101,13 +71,14 @@ def with_record_numbers(df: DataFrame) -> DataFrame:
     )
 
 
-def read_file(spark: SparkSession, f: SnapshotFile, columns: list[str], cfg: SourceConfig) -> DataFrame:
+def read_file(spark: SparkSession, f: SnapshotFile, fmt: FileFormat, cfg: SourceConfig) -> DataFrame:
+    """One file, its header positions named as ``fmt`` says (Spark reads by position)."""
     schema = T.StructType(
-        [T.StructField(c, T.StringType()) for c in columns] + [T.StructField(CORRUPT, T.StringType())]
+        [T.StructField(c, T.StringType()) for c in fmt.columns] + [T.StructField(CORRUPT, T.StringType())]
     )
-    df = spark.read.schema(schema).options(**csv_options(cfg)).csv(f.uri)
+    df = spark.read.schema(schema).options(**csv_options(cfg, fmt)).csv(f.uri)
     return df.select(
-        *[F.col(f"`{c}`") for c in columns],
+        *[column(c) for c in fmt.columns],
         F.col(CORRUPT),
         F.lit(f.uri).alias("_source_file"),
         F.col("_metadata.file_path").alias("__path"),
@@ -116,31 +87,19 @@ def read_file(spark: SparkSession, f: SnapshotFile, columns: list[str], cfg: Sou
 
 
 def read_source(
-    spark: SparkSession, files: list[SnapshotFile], cfg: SourceConfig, snapshot_date: date
-) -> tuple[DataFrame, list[HeaderCheck]]:
-    """All files of one source and snapshot -> one raw DataFrame.
+    spark: SparkSession, files: list[tuple[SnapshotFile, FileFormat]], cfg: SourceConfig, snapshot_date: date
+) -> DataFrame:
+    """All files of one source and snapshot, each with its sniffed format -> one raw DataFrame.
 
     Columns: the source's configured ``columns`` (a column absent from a file is NULL there),
     any extra columns the files have, then ``_source_file``, ``_snapshot_date``, ``_record_no``
-    and ``_corrupt_record``. Raises :class:`SchemaDriftError` naming the file and the columns
-    when a file lacks a column that a rule reads: mapping it would silently blank a field.
+    and ``_corrupt_record``.
     """
-    checks = []
     frames = []
-    for f in files:
-        columns = header_columns(spark, f.uri, cfg)
-        check = check_header(f.uri, columns, cfg)
-        checks.append(check)
-        if check.missing_required:
-            raise SchemaDriftError(
-                f"{f.uri}: header lacks column(s) {check.missing_required} that source {cfg.id} "
-                f"({cfg.path}) reads; header is {columns}"
-            )
-        if check.missing:
-            log.warning("read: %s lacks optional column(s) %s; they read as NULL", f.uri, check.missing)
-        if check.extra:
-            log.warning("read: %s has column(s) %s not in %s; kept in raw only", f.uri, check.extra, cfg.path)
-        frames.append(read_file(spark, f, columns, cfg))
+    for f, fmt in files:
+        for warning in fmt.warnings:
+            log.warning("read: %s: %s", f.name, warning)
+        frames.append(read_file(spark, f, fmt, cfg))
     df = frames[0]
     for other in frames[1:]:
         df = df.unionByName(other, allowMissingColumns=True)
@@ -150,8 +109,26 @@ def read_source(
     df = df.withColumn("_snapshot_date", date_value(snapshot_date, F.col("__path")))  # compiled once
     df = with_record_numbers(df)
     source_cols = list(cfg.columns) + [c for c in df.columns if c not in cfg.columns and c not in META_COLUMNS]
-    return df.select(*[F.col(f"`{c}`") for c in source_cols], *META_COLUMNS), checks
+    return df.select(*[column(c) for c in source_cols], *META_COLUMNS)
 
 
 def source_columns(df: DataFrame) -> list[str]:
     return [c for c in df.columns if c not in META_COLUMNS]
+
+
+class FileRejectedError(ValueError):
+    """A file sniff.py will not read; the message names the file and the reason code."""
+
+
+def read_files(spark: SparkSession, files: list[SnapshotFile], cfg: SourceConfig, snapshot_date: date) -> DataFrame:
+    """Sniff then read (tools and tests; the job records rejections instead of raising):
+    :func:`read_source` of the files, or :class:`FileRejectedError` for the first rejected one."""
+    from leadpipe.sniff import Rejection, inspect_file
+
+    formats = []
+    for f in files:
+        fmt = inspect_file(spark, f.uri, f.size, cfg)
+        if isinstance(fmt, Rejection):
+            raise FileRejectedError(f"{f.uri}: {fmt.reason}: {fmt.message}")
+        formats.append((f, fmt))
+    return read_source(spark, formats, cfg, snapshot_date)

@@ -34,6 +34,11 @@ FAILED = "failed"  # could not be read or merged
 CHANGED_AFTER_APPLY = "changed_after_apply"  # applied before with other bytes: reported, not merged
 NEEDS_ATTENTION = (HELD, FAILED, CHANGED_AFTER_APPLY)
 
+#: What can happen to one input file, besides its snapshot's status above:
+REJECTED = "rejected"  # not read: see its reason code (sniff.py, discover.py)
+UNMATCHED = "unmatched"  # no source's file_pattern matches its name: not read
+NOT_REACHED = "not_reached"  # the run stopped before its snapshot
+
 
 @dataclass(kw_only=True)
 class Counts:
@@ -72,6 +77,30 @@ class SnapshotOutcome(Counts):
 
 
 @dataclass
+class FileOutcome:
+    """One input file: what happened to it. Every file listed in the input gets exactly one.
+
+    ``status`` is its snapshot's status (applied, already_applied, held, failed, stale,
+    changed_after_apply), or ``rejected`` with a ``reason`` code, or ``unmatched``.
+    """
+
+    file: str
+    name: str
+    size: int
+    status: str
+    source: str | None = None
+    snapshot_date: date | None = None
+    reason: str | None = None
+    message: str | None = None
+    records: int | None = None  # of a rejected file, where countable
+    encoding: str | None = None
+    delimiter: str | None = None
+    renamed_columns: dict[str, str] = field(default_factory=dict)
+    missing_columns: list[str] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SourceTotals(Counts):
     """All snapshots of one source in this run, added up."""
 
@@ -99,6 +128,9 @@ class RunSummary:
     delivered: int = 0
     delivered_versions: list[int] | None = None
     unmatched_files: list[str] = field(default_factory=list)
+    files: list[FileOutcome] = field(default_factory=list)  # every input file, once
+    rejected_files: dict[str, int] = field(default_factory=dict)  # reason -> files
+    missing_sources: list[str] = field(default_factory=list)  # expected (settings) but absent
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     report: dict[str, str] | None = None  # {"html": path, "csv": path} of the run's report
@@ -127,7 +159,7 @@ class RunSummary:
             every_source_failed = bool(self.snapshots) and all(o.status == FAILED for o in self.snapshots)
             if self.status == "failed" or every_source_failed:
                 status = "failed"
-            elif any(o.status in NEEDS_ATTENTION for o in self.snapshots):
+            elif any(o.status in NEEDS_ATTENTION for o in self.snapshots) or self.rejected_files:
                 status = "partial"
             else:
                 status = "succeeded"

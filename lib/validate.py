@@ -3,8 +3,12 @@
 Nothing is dropped: every row read ends up in exactly one of the two outputs.
 
 Reasons:
-- ``malformed_record``: the CSV record did not parse (fewer fields than the header, or the
-  file ended inside an open quote); its raw text is kept.
+- ``runaway_quote``: a cell of a column the source does not declare multi-line
+  (``csv.multi_line_columns``) holds a line break, or one that is holds more than
+  ``csv.multi_line_max_lines`` lines: an unclosed quote has swallowed what follows
+  it, often whole records, into one cell. The raw text (the ``raw`` map) is kept.
+- ``malformed_record``: the CSV record did not parse (fewer or more fields than the header, or
+  the file ended inside an open quote); its raw text is kept.
 - ``missing_business_key``: an identity cell (the source's ``identity.columns``) is blank, so
   the row cannot have a stable lead_id.
 - ``duplicate_business_key``: another row of the same snapshot has the same lead_id. The row
@@ -57,13 +61,48 @@ REASON = "_reason"
 DETAIL = "_detail"
 
 
-def tag(canonical: DataFrame, business_keys: dict[str, list[str]], stale: dict[str, str] | None = None) -> DataFrame:
+def runaway(multi_line: dict[str, tuple[list[str], int]]) -> tuple[Column, Column]:
+    """(is a runaway quote, which columns) for rows with a ``raw`` map and ``source``: a line break
+    in a cell of a column not in its source's multi-line columns, or more lines than its maximum
+    in one that is. ``multi_line``: source -> (multi-line columns, maximum lines per cell); only
+    these sources are checked: a file read line by line cannot have a line break in a cell."""
+    if not multi_line:
+        return F.lit(False), F.lit(None).cast("string")
+    none = F.array().cast("array<string>")
+    by_source = F.create_map(
+        *[
+            x
+            for sid, (cols, _) in multi_line.items()
+            for x in (F.lit(sid), F.array(*[F.lit(c) for c in cols]).cast("array<string>"))
+        ]
+    )
+    max_lines = F.create_map(*[x for sid, (_, n) in multi_line.items() for x in (F.lit(sid), F.lit(n))])
+    allowed = F.coalesce(by_source[F.col("source")], none)
+
+    def broken(k: Column, v: Column) -> Column:
+        has_break = (F.instr(v, "\n") > 0) | (F.instr(v, "\r") > 0)
+        too_long = F.size(F.split(v, "\r\n|\r|\n")) > max_lines[F.col("source")]
+        return has_break & (~F.array_contains(allowed, k) | too_long)
+
+    columns = F.when(F.col("source").isin(*multi_line), F.map_keys(F.map_filter(F.col(RAW_COLUMN), broken)))
+    return F.coalesce(F.size(columns) > 0, F.lit(False)), F.array_join(columns, ", ")
+
+
+def tag(
+    canonical: DataFrame,
+    business_keys: dict[str, list[str]],
+    stale: dict[str, str] | None = None,
+    multi_line: dict[str, tuple[list[str], int]] | None = None,
+) -> DataFrame:
     """Add ``_reason`` / ``_detail`` to every row: NULL for a lead, else why it is quarantined.
 
     ``business_keys`` names each source's identity columns (for the message); ``stale`` maps a source
-    whose snapshot must not be merged to the explanation. Pure: no I/O.
+    whose snapshot must not be merged to the explanation; ``multi_line`` gives, for each source
+    whose files were read multi-line, the columns whose cells may hold line breaks and how many
+    lines at most (``runaway_quote`` otherwise). Pure: no I/O.
     """
     stale = stale or {}
+    is_runaway, runaway_cols = runaway(multi_line or {})
     key_text = F.create_map(*[x for sid, keys in business_keys.items() for x in (F.lit(sid), F.lit(", ".join(keys)))])
     is_stale = F.col("source").isin(*stale) if stale else F.lit(False)
     stale_text = (
@@ -73,14 +112,29 @@ def tag(canonical: DataFrame, business_keys: dict[str, list[str]], stale: dict[s
     )
     reason = (
         F.when(is_stale, F.lit("stale_snapshot"))
+        .when(is_runaway, F.lit("runaway_quote"))
         .when(F.col("_corrupt_record").isNotNull(), F.lit("malformed_record"))
         .when(F.col("lead_id").isNull(), F.lit("missing_business_key"))
     )
     detail = (
         F.when(is_stale, stale_text)
         .when(
+            is_runaway,
+            F.concat(
+                F.lit("line break in column(s) "),
+                runaway_cols,
+                F.lit(
+                    ", which the source does not declare multi-line: an unclosed quote swallowed the text after it "
+                    "(often the following records); raw text kept"
+                ),
+            ),
+        )
+        .when(
             F.col("_corrupt_record").isNotNull(),
-            F.lit("record does not parse: fewer fields than the header, or the file ends inside an open quote"),
+            F.lit(
+                "record does not parse: fewer or more fields than the header, or an unclosed quote (the file may end "
+                "inside it)"
+            ),
         )
         .when(
             F.col("lead_id").isNull(),

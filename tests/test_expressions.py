@@ -46,13 +46,13 @@ def test_two_dates_generate_the_same_code_where_literals_do_not(spark):
 def test_reading_two_snapshots_of_a_file_generates_the_same_code(spark, sources, tmp_path):
     """The rules plan starts at read_source: its snapshot date must not be a literal either."""
     from leadpipe.discover import SnapshotFile
-    from leadpipe.read import read_source
+    from leadpipe.read import read_files
 
     src = next(p for p in REAL_DIR.iterdir() if "Texas" in p.name)
     codes = []
     for d in (D1, D2):
         f = SnapshotFile("file:" + str(src), src.name, "tx_hhs", d, src.stat().st_size)
-        raw, _checks = read_source(spark, [f], sources["tx_hhs"], d)
+        raw = read_files(spark, [f], sources["tx_hhs"], d)
         assert {r._snapshot_date for r in raw.select("_snapshot_date").distinct().collect()} == {d}
         codes.append(_generated_code(raw))
     assert codes[0] and codes[0] == codes[1]

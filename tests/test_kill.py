@@ -99,6 +99,7 @@ def world(spark, pg_server, tmp_path_factory) -> World:
         }
     )
     settings["spark"].pop("spark.driver.memory", None)
+    settings["expected_sources"] = ["tx_hhs"]  # the only source left
     (conf / "settings.yaml").write_text(yaml.safe_dump(settings))
     manifest = generate(tmp / "sample", weeks=3, providers=90, seed=23)
     weeks = manifest["weeks"]

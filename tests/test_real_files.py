@@ -17,7 +17,7 @@ from pyspark.sql import types as T
 
 from leadpipe.canonical import BUSINESS_COLUMNS, BUSINESS_FIELDS, map_to_canonical
 from leadpipe.discover import discover
-from leadpipe.read import read_source
+from leadpipe.read import read_files
 from leadpipe.report import field_quality, format_quality
 from tests.conftest import REAL_DIR, STATEWIDE_CSV
 
@@ -31,7 +31,7 @@ def canonical(spark, sources):
     assert found.unmatched == []
     frames = {}
     for (snapshot_date, sid), files in found.groups().items():
-        raw, _ = read_source(spark, files, sources[sid], snapshot_date)
+        raw = read_files(spark, files, sources[sid], snapshot_date)
         frames[sid] = map_to_canonical(raw, sources[sid]).cache()
     yield frames
     for df in frames.values():
@@ -79,6 +79,18 @@ def test_golden_rows(spark, canonical, source):
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_row_order=True)
 
 
+def test_texas_provider_id_is_the_facility_id(canonical):
+    rows = canonical["tx_hhs"].select("provider_id", F.col("raw")["Facility ID"].alias("facility")).collect()
+    assert len(rows) == 99
+    assert all(r.provider_id and r.provider_id == r.facility.strip() for r in rows)
+    assert canonical["tx_hhs"].first().provider_id == "773628"
+    for sid in ("nv_dpbh", "ok_dhs"):  # no such id in their exports
+        assert canonical[sid].filter(F.col("provider_id").isNotNull()).count() == 0
+    # the real files have no column beyond their configs: no extras
+    for df in canonical.values():
+        assert df.filter(F.col("extras").isNotNull()).count() == 0
+
+
 def test_nevada_keeps_cp1252_characters(canonical):
     names = [r.company for r in canonical["nv_dpbh"].filter(F.col("company").contains("\u2019")).collect()]
     assert names == ["MY LITTLE ANGEL\u2019S HOME DAYCARE LLC"]
@@ -115,7 +127,7 @@ def test_statewide_texas_raw_export(spark, sources, tmp_path):
     link.symlink_to(STATEWIDE_CSV)
     found = discover(spark, str(tmp_path), sources)
     ((snapshot_date, sid), files), *_ = found.groups().items()
-    raw, _ = read_source(spark, files, sources[sid], snapshot_date)
+    raw = read_files(spark, files, sources[sid], snapshot_date)
     df = map_to_canonical(raw, sources[sid]).cache()
     assert df.count() == 13363
     assert df.filter(F.col("_corrupt_record").isNotNull()).count() == 0
@@ -140,7 +152,7 @@ def test_unchanged_rows_reuse_the_stored_standardization_and_give_the_same_rows(
     cfg = sources[sid]
     found = discover(spark, str(REAL_DIR), sources)
     (snapshot_date, files), *_ = [(d, f) for (d, s), f in found.groups().items() if s == sid]
-    raw, _ = read_source(spark, files, cfg, snapshot_date)
+    raw = read_files(spark, files, cfg, snapshot_date)
     fresh = canonical[sid]
     again = map_to_canonical(raw, cfg, previous=fresh)
     # raw is a map (not sortable); raw_hash stands for it
