@@ -452,6 +452,21 @@ def test_drifted_columns_read_into_the_configured_ones(spark, sources, tmp_path)
 # -- the job: every file accounted for, one bad source never stops the others --------------------
 
 
+def test_names_that_do_not_say_what_they_are_are_rejected_alone(spark, sources, tmp_path):
+    put(tmp_path, TX_REAL.read_bytes())
+    put(tmp_path, TX_REAL.read_bytes(), "13-45-2023 Texas DHHS.csv")
+    twin = sources["tx_hhs"].model_copy(update={"id": "tx_twin"})  # claims the same names
+    found = discover(spark, str(tmp_path), {"tx_hhs": sources["tx_hhs"]})
+    assert [f.name for f in found.files] == [TX_NAME]
+    assert [(r.name, r.reason, r.source_id) for r in found.rejected] == [
+        ("13-45-2023 Texas DHHS.csv", "bad_file_date", "tx_hhs")
+    ]
+    found = discover(spark, str(tmp_path), {"tx_hhs": sources["tx_hhs"], "tx_twin": twin})
+    assert found.files == []
+    assert sorted(r.reason for r in found.rejected) == ["ambiguous_source", "ambiguous_source"]
+    assert "tx_twin" in found.rejected[0].message
+
+
 def _broken_tx_variants(tmp_path: Path) -> dict[str, str]:
     """Folder name -> the reason each broken copy of the Texas export must be rejected with."""
     real = TX_REAL.read_bytes()
