@@ -39,6 +39,11 @@ def resolve_conf_dir(arg: str | None) -> Path:
     )
 
 
+def _location(value: str | None) -> str | None:
+    """A URI as given; a local path resolved like every path in settings (None stays None)."""
+    return None if value is None else value if "://" in value else _project_path(value)
+
+
 def _project_path(value: str) -> str:
     """A relative local path from settings is relative to the project root; URIs pass."""
     if "://" in value or os.path.isabs(value):
@@ -89,6 +94,11 @@ def weekly_parser() -> argparse.ArgumentParser:
         "--reports",
         help="folder for the run's report (index.html, new_leads.csv under <run date>/<run id>/); default: "
         "settings 'reports', else reports/ beside the warehouse",
+    )
+    p.add_argument(
+        "--archive",
+        help="after delivery, move each processed input file to ARCHIVE/<snapshot date>/ (copy, verify size and "
+        "SHA-256, delete; e.g. s3://bucket/historical/); default: settings 'archive', else files stay",
     )
     p.add_argument(
         "--run-id",
@@ -191,6 +201,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
                 quality=not args.no_quality,
                 apply_held=frozenset(args.apply_held),
                 reports=_project_path(args.reports) if args.reports else None,
+                archive=_location(args.archive or settings.archive),
             )
         state = result.state
         if result.quality:

@@ -346,6 +346,7 @@ class Settings(_Strict):
     hold: HoldRules = HoldRules()
     delta_commit_attempts: int = Field(3, ge=1, le=10)  # a MERGE that lost a Delta commit race is retried
     expected_sources: list[str] = Field(default_factory=list)  # reported as missing_sources when absent
+    archive: str | None = None  # where processed input files move after delivery (None: they stay)
     path: str = ""
 
     @field_validator("spark")

@@ -9,6 +9,7 @@ or the kernel's OOM killer strikes. The points, in the order a run passes them:
 ``after_merge``      a MERGE is committed to the leads table, nothing is delivered
 ``during_staging``   rows are landing in the PostgreSQL staging table, nothing is published
 ``after_pg_commit``  the delivery transaction is committed, the run is not finished
+``before_archive``   delivered; the first file is about to be copied to the archive
 ``at_end``           everything is done, the summary is not printed
 
 ``LEADPIPE_FAULT=<point>:<n>`` dies the n-th time the point is reached (default 1). With the
@@ -30,7 +31,7 @@ import sys
 log = logging.getLogger(__name__)
 
 ENV = "LEADPIPE_FAULT"
-POINTS = ("after_read", "after_bronze", "after_merge", "during_staging", "after_pg_commit", "at_end")
+POINTS = ("after_read", "after_bronze", "after_merge", "during_staging", "after_pg_commit", "before_archive", "at_end")
 
 _seen: dict[str, int] = {}
 _callbacks: dict[str, list] = {}

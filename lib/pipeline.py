@@ -49,6 +49,7 @@ from pyspark.sql import functions as F
 
 from leadpipe import faults
 from leadpipe import warehouse as wh_mod
+from leadpipe.archive import archive_files
 from leadpipe.canonical import ISSUES_COLUMN, map_to_canonical
 from leadpipe.config import Settings, SourceConfig
 from leadpipe.deliver import deliver, ensure_tables
@@ -138,6 +139,8 @@ class Run:
     found: Discovery | None = None  # every file listed in the input
     formats: dict[str, FileFormat] = field(default_factory=dict)  # file uri -> how it was read
     rejections: dict[str, Rejection] = field(default_factory=dict)  # file uri -> why it was not read
+    archive: str | None = None  # where processed files move after delivery (archive.py)
+    archived: dict[str, str] = field(default_factory=dict)  # file uri -> its archive copy
 
 
 def run_weekly(
@@ -151,12 +154,15 @@ def run_weekly(
     quality: bool = True,
     apply_held: frozenset[str] | set[str] | tuple[str, ...] = frozenset(),
     reports: str | None = None,
+    archive: str | None = None,
 ) -> RunResult:
     """Run the weekly job on every snapshot in ``input_uri``; never raises for a run-time
     failure (the summary says what happened), only :class:`leadpipe.runs.RunLocked` when
     another run holds the warehouse and ``ValueError`` for a bad run id or source name.
     ``reports``: folder of the run reports (default: settings ``reports``, else ``reports/``
-    beside the warehouse); written when there is a database to read the delivered leads from."""
+    beside the warehouse); written when there is a database to read the delivered leads from.
+    ``archive``: where processed input files move after delivery (default: settings ``archive``;
+    None: they stay); only with a database, since nothing is archived before it is delivered."""
     run_id = check_run_id(run_id or new_run_id())
     unknown = sorted(set(apply_held) - set(sources))
     if unknown:
@@ -178,6 +184,7 @@ def run_weekly(
         apply_held=frozenset(apply_held),
         quality=quality,
         reports=reports or settings.reports or (None if "://" in warehouse else default_reports_location(warehouse)),
+        archive=archive or settings.archive,
     )
     record = RunRecord(db, settings.postgres.schema_) if db is not None else None
     if db is not None:
@@ -215,6 +222,8 @@ def run_weekly(
             progress(run, i, len(dates), snapshot_date, time.monotonic() - started)
         with run.state.timed("deliver"):
             deliver_backlog(run)
+        with run.state.timed("archive"):
+            archive_processed(run)
         for sid in sorted(run.apply_held - run.forced):
             run.state.warnings.append(f"--apply-held {sid}: no snapshot of {sid} was held in this run; nothing forced")
     except Exception as exc:  # the summary says what happened; the traceback goes to the log
@@ -289,6 +298,7 @@ def account_files(run: Run) -> None:
         elif fmt is not None:
             entry.encoding, entry.delimiter = codecs.lookup(fmt.encoding).name, fmt.delimiter
             entry.renamed_columns, entry.missing_columns, entry.extra_columns = fmt.renamed, fmt.missing, fmt.extra
+        entry.archived_to = run.archived.get(f.uri)
         out.append(entry)
     for r in run.found.rejected:
         out.append(FileOutcome(r.uri, r.name, r.size, REJECTED, r.source_id, reason=r.reason, message=r.message))
@@ -735,7 +745,7 @@ def _replanned(run: Run, o: SnapshotOutcome, files: list[SnapshotFile]) -> bool:
     return True
 
 
-# -- 5. deliver ------------------------------------------------------------------------------
+# -- 5. deliver, archive ---------------------------------------------------------------------
 
 
 def deliver_backlog(run: Run) -> None:
@@ -762,6 +772,31 @@ def deliver_backlog(run: Run) -> None:
         return
     run.state.delivered = d.delivered
     run.state.delivered_versions = list(d.versions) if d.versions else None
+
+
+ARCHIVED_STATUSES = (APPLIED, ALREADY_APPLIED, STALE)
+
+
+def archive_processed(run: Run) -> None:
+    """After a delivery that succeeded: move every file whose snapshot is in the leads table (or
+    was quarantined as stale) to the archive; held, failed, rejected and unmatched files stay."""
+    if run.archive is None or run.db is None or run.found is None or run.state.status == "failed":
+        return
+    status = {(o.source, o.snapshot_date): o.status for o in run.state.snapshots}
+    done = [
+        f
+        for f in run.found.files
+        if status.get((f.source_id, f.snapshot_date)) in ARCHIVED_STATUSES and f.uri not in run.rejections
+    ]
+    if not done:
+        return
+    result = archive_files(run.spark, done, run.state.input, run.archive)
+    for f, target in zip(done, result.targets, strict=True):
+        if target is not None:
+            run.archived[f.uri] = target
+    run.state.archived = len(run.archived)
+    run.state.errors.extend(result.conflicts)
+    run.state.warnings.extend(f"{m}; the next run moves it" for m in result.failed)
 
 
 def _first_line(exc: BaseException) -> str:

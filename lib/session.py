@@ -1,5 +1,9 @@
 """The SparkSession: Delta, ANSI mode, the legacy charsets the agencies' cp1252 files need.
 
+S3 follows the AWS conventions (:func:`s3_conf`): ``s3://`` and ``s3a://`` read through S3A
+(hadoop-aws and the AWS SDK v2 modules it needs are in the jars), the endpoint comes from
+``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, credentials from the default chain.
+
 Jars are never downloaded at run time. They come from the folder that ``make jars`` fills from
 Maven Central (``bootstrap/pom.xml``). Under ``spark-submit`` the driver's class path is fixed
 before this code runs, so ``make`` also writes them into the venv's ``spark-defaults.conf``
@@ -38,7 +42,39 @@ BASE_CONF = {
     "spark.sql.codegen.cache.maxEntries": "2000",
 }
 
-REQUIRED_JARS = ("delta-spark_", "delta-storage-", "postgresql-")
+REQUIRED_JARS = ("delta-spark_", "delta-storage-", "postgresql-", "hadoop-aws-")
+
+
+def s3_conf(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Hadoop settings for S3 that follow the AWS conventions, so that one command works against
+    AWS and a local S3 server: ``s3://`` and ``s3a://`` both read through S3A; the endpoint comes
+    from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (with path-style access, which local
+    servers need), the region from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``; credentials from
+    S3A's default chain (the ``AWS_*`` variables, then the instance profile on EMR)."""
+    env = os.environ if env is None else env
+    conf = {
+        "fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+    }
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if endpoint:
+        conf["fs.s3a.endpoint"] = endpoint
+        conf["fs.s3a.path.style.access"] = "true"
+        conf["fs.s3a.endpoint.region"] = region or "us-east-1"
+        if endpoint.startswith("http://"):
+            conf["fs.s3a.connection.ssl.enabled"] = "false"
+    elif region:
+        conf["fs.s3a.endpoint.region"] = region
+    return conf
+
+
+def configure_s3(spark: SparkSession, env: dict[str, str] | None = None) -> None:
+    """Apply :func:`s3_conf` to a running session's Hadoop configuration (the one discovery and
+    Delta use). File systems already opened keep their settings: call before the first S3 access."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for k, v in s3_conf(env).items():
+        hadoop.set(k, v)
 
 
 class JarsMissing(RuntimeError):
@@ -102,12 +138,14 @@ def build_session(
     elif master:
         conf["spark.master"] = master
     conf["spark.log.level"] = log_level  # applied when the SparkContext starts
+    conf.update({f"spark.hadoop.{k}": v for k, v in s3_conf().items()})
     conf.update(extra_conf or {})
     for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     # Spark's own INFO chatter drowns the job's one-line-per-stage log; the level is a setting
     spark.sparkContext.setLogLevel(log_level)
+    configure_s3(spark)  # also when the context existed before this call (spark.hadoop.* would not apply)
     _check_delta(spark)
     _log_memory(spark, launch_conf or {})
     return spark

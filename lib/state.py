@@ -98,6 +98,7 @@ class FileOutcome:
     renamed_columns: dict[str, str] = field(default_factory=dict)
     missing_columns: list[str] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    archived_to: str | None = None  # where the run moved it (archive.py)
 
 
 @dataclass
@@ -131,6 +132,7 @@ class RunSummary:
     files: list[FileOutcome] = field(default_factory=list)  # every input file, once
     rejected_files: dict[str, int] = field(default_factory=dict)  # reason -> files
     missing_sources: list[str] = field(default_factory=list)  # expected (settings) but absent
+    archived: int = 0  # input files moved to the archive by this run
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     report: dict[str, str] | None = None  # {"html": path, "csv": path} of the run's report

@@ -238,6 +238,7 @@ def test_help_documents_every_flag():
         "--no-quality",
         "--apply-held",
         "--reports",
+        "--archive",
         "PGPASSWORD",
         "4 another run",
     ):

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 POINTS = ["after_read", "after_bronze", "after_merge", "during_staging", "after_pg_commit", "at_end"]
+# before_archive: its own test below (the weeks' inputs are shared; archiving would move them)
 
 
 @dataclass
@@ -137,7 +138,7 @@ def world(spark, pg_server, tmp_path_factory) -> World:
     return World(tmp, conf, weeks, ids1, state2, ids2, leads_state(spark, wh), pg_lead_ids(db), killed)
 
 
-def run_killed(conf: Path, k: Killed) -> None:
+def run_killed(conf: Path, k: Killed, extra: tuple[str, ...] = ()) -> None:
     """The job as its own process (and process group), SIGKILLed by itself at ``k.point``."""
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "LEADPIPE_FAULT": k.point}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
@@ -157,6 +158,7 @@ def run_killed(conf: Path, k: Killed) -> None:
         "--no-quality",
         "--run-id",
         k.run_id,
+        *extra,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, start_new_session=True)
     k.returncode, k.stderr = proc.returncode, proc.stderr
@@ -224,3 +226,34 @@ def test_two_weeks_in_one_input_killed_after_the_first_merge(spark, kill_sources
     assert statuses.count("already_applied") == 1  # the one MERGE the killed run made
     assert pg_lead_ids(k.db) == world.ids2
     assert leads_state(spark, k.wh) == world.state2
+
+
+def test_killed_before_archive_then_run_again(spark, kill_sources, world, pg_server, tmp_path):
+    """Killed after delivery, before the first file moved: every file is still in the active
+    folder; the next run recognises the snapshot as applied, delivers nothing and moves them."""
+    active, archive = tmp_path / "active", tmp_path / "historical"
+    shutil.copytree(world.weeks[0]["input"], active)
+    names = sorted(p.name for p in active.iterdir())
+    k = Killed(tmp_path / "wh", new_db(pg_server), str(active), "killed-archive", "before_archive")
+    run_killed(world.conf, k, ("--archive", str(archive)))
+    assert_killed(k)
+    assert sorted(p.name for p in active.iterdir()) == names and not archive.exists()
+    assert pg_lead_ids(k.db) == world.ids1  # delivered before the kill
+    settings = load_settings(world.conf)
+    again = run_weekly(
+        spark,
+        kill_sources,
+        str(active),
+        str(k.wh),
+        k.db,
+        settings,
+        run_id="again-archive",
+        quality=False,
+        archive=str(archive),
+    )
+    assert again.ok, again.summary
+    assert {o.status for o in again.state.snapshots} == {"already_applied"} and again.summary["delivered"] == 0
+    assert list(active.iterdir()) == []
+    (day,) = archive.iterdir()
+    assert sorted(p.name for p in day.iterdir()) == names
+    assert pg_lead_ids(k.db) == world.ids1
