@@ -73,7 +73,8 @@ def weekly_parser() -> argparse.ArgumentParser:
             "and deliver the net-new leads to PostgreSQL exactly once. The last line of standard output "
             "is a JSON summary, on every exit. Exit status: 0 succeeded, 1 failed, 2 bad usage or "
             "configuration, 3 partial (some sources held or failed, the others applied), 4 another run "
-            "holds the warehouse's lock. The database password is read from PGPASSWORD, never from a flag."
+            "holds the warehouse's lock. The database password is read from PGPASSWORD (else the Secrets Manager secret named in "
+            "settings postgres.password_secret), never from a flag."
         ),
     )
     p.add_argument("--input", required=True, help="folder or Hadoop URI holding this week's CSV files")
@@ -126,7 +127,9 @@ def database(db_url: str | None, settings):
     from leadpipe.postgres import DbTarget, EmbeddedPostgres
 
     if db_url:
-        yield DbTarget.from_url(db_url)
+        from leadpipe.aws import database_password
+
+        yield DbTarget.from_url(db_url, password=database_password(settings.postgres.password_secret))
         return
     server = EmbeddedPostgres(_project_path(settings.postgres.embedded_dir))
     target = server.start()
@@ -161,6 +164,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
     from leadpipe.state import RunSummary
 
     state = RunSummary(new_run_id() if args.run_id is None else args.run_id, input=args.input)
+    settings = None
     try:
         check_run_id(state.run_id)
         conf_dir = resolve_conf_dir(args.conf_dir)
@@ -215,6 +219,9 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         state.fail(f"{type(exc).__name__}: {first_line[:500]}")
         state.finish("failed")
+    from leadpipe.aws import publish_run
+
+    publish_run(settings.alerts.sns_topic_arn, state.to_dict())
     return _exit(state)
 
 

@@ -312,6 +312,8 @@ class PostgresSettings(_Strict):
     leads_table: str = Field("leads", pattern=SQL_TABLE)
     connect_attempts: int = Field(4, ge=1, le=20)  # bounded retries when the server is unreachable
     retry_backoff_seconds: float = Field(2.0, ge=0, le=60)  # doubles after every failed attempt
+    # Secrets Manager secret (name or ARN) holding the password, when PGPASSWORD is not set
+    password_secret: str | None = None
 
 
 #: Spark settings read only when a JVM starts: set in ``spark:`` (applied to a running session)
@@ -323,6 +325,12 @@ LAUNCH_ONLY_SPARK = re.compile(
 
 #: A JVM memory size as Spark reads it: a number, optionally k/m/g/t (or kb/mb/gb/tb; no unit: MiB).
 MEMORY = re.compile(r"^\d+([kmgt]b?)?$", re.I)
+
+
+class AlertSettings(_Strict):
+    """Where each run's alert or summary goes (aws.py)."""
+
+    sns_topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 
 
 class Settings(_Strict):
@@ -347,6 +355,7 @@ class Settings(_Strict):
     delta_commit_attempts: int = Field(3, ge=1, le=10)  # a MERGE that lost a Delta commit race is retried
     expected_sources: list[str] = Field(default_factory=list)  # reported as missing_sources when absent
     archive: str | None = None  # where processed input files move after delivery (None: they stay)
+    alerts: AlertSettings = AlertSettings()
     path: str = ""
 
     @field_validator("spark")
