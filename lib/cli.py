@@ -121,11 +121,30 @@ def weekly_parser() -> argparse.ArgumentParser:
     return p
 
 
+class NoDatabaseError(RuntimeError):
+    """No database URL on a cluster: an embedded server there would take the leads to nowhere."""
+
+
+def check_embedded_allowed(master: str) -> None:
+    """The embedded PostgreSQL is for runs on one machine (a ``local`` master). On a cluster (YARN
+    on EMR, standalone, Kubernetes) its leads would live on whichever node ran the driver and
+    vanish with it: refuse, naming what to set."""
+    if not master.startswith("local"):
+        raise NoDatabaseError(
+            f"no database URL and the master is {master!r}: the embedded PostgreSQL is for local runs only. "
+            "Pass --db-url, set LEADPIPE_DB_URL, or postgres.url in settings (password: PGPASSWORD or "
+            "postgres.password_secret)"
+        )
+
+
 @contextlib.contextmanager
-def database(db_url: str | None, settings):
-    """The delivery target: the given URL, else an embedded server for the duration of the run."""
+def database(db_url: str | None, settings, master: str = "local[*]"):
+    """The delivery target: the given URL, else (local runs only) an embedded server for the
+    duration of the run."""
     from leadpipe.postgres import DbTarget, EmbeddedPostgres
 
+    if not db_url:
+        check_embedded_allowed(master)
     if db_url:
         from leadpipe.aws import database_password
 
@@ -192,7 +211,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
     try:
         log.info("config: %d source(s) %s from %s; run %s", len(sources), sorted(sources), conf_dir, state.run_id)
         spark = _session("weekly-leads", args.master, settings)
-        with database(db_url, settings) as db:
+        with database(db_url, settings, spark.sparkContext.master) as db:
             log.info("deliver: target %s", db)
             result = run_weekly(
                 spark,

@@ -33,3 +33,13 @@ def test_person_names_and_street_addresses_are_masked_in_report_samples():
     assert mask_sample("company", "DOE, JANE DBA TINY TOTS") == "D**, J*** D** T*** T***"
     assert mask_sample("phone", "362-231-1137") == "###-###-1137"
     assert mask_sample("license_status", "Provisional") == "Provisional"  # not personal: kept
+
+
+def test_the_embedded_database_is_for_local_runs_only():
+    from leadpipe.cli import NoDatabaseError, check_embedded_allowed
+
+    check_embedded_allowed("local[2]")
+    check_embedded_allowed("local")
+    for master in ("yarn", "spark://127.0.0.1:7077", "k8s://https://k8s.internal"):
+        with pytest.raises(NoDatabaseError, match=f"master is '{master}'.*--db-url"):
+            check_embedded_allowed(master)
