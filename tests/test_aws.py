@@ -7,6 +7,7 @@ e-mail or chat integration would receive it.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -59,8 +60,20 @@ def test_publish_failure_is_logged_never_raised(aws_server):
     assert publish_run("arn:aws:sns:us-east-1:123456789012:no-such-topic", {"run_id": "r", "status": "failed"}) is False
 
 
+@pytest.fixture
+def root_logging():
+    """The command line configures logging for its process; put the test process's back."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.mark.integration
-def test_each_run_publishes_its_alert_or_summary(aws_server, topic_queue, db, tmp_path, real_dir, monkeypatch):
+def test_each_run_publishes_its_alert_or_summary(
+    aws_server, topic_queue, db, tmp_path, real_dir, monkeypatch, root_logging
+):
     """The job's command line with a topic and a password secret in settings: a successful run
     publishes its summary, a failed one an alert; the password never appears in either."""
     topic, queue = topic_queue

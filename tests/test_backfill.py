@@ -84,6 +84,7 @@ def test_a_year_in_one_resumed_run_equals_a_year_of_weekly_runs(spark, sources, 
         assert first.state.status == "failed"
         assert read_applied_state(spark, wh.leads).latest["tx_hhs"].isoformat() == dates[STOP_AFTER - 1]
 
+        caplog.clear()  # the interrupted run's lines are not the resumed run's
         with caplog.at_level("INFO", logger="leadpipe.pipeline"):
             second = run_weekly(spark, sources, str(everything), wh.root, db, settings, run_id="part2", quality=False)
         assert second.ok, second.summary
