@@ -29,6 +29,8 @@ RUNTIME = [
 DEV = [
     "pytest==9.2.0",
     "hypothesis==6.170.17",
+    "cfn-lint==1.58.0",
+    "statelint==3.1.0",
     "chispa==0.12.0",
     "moto[server]==5.2.5",
     "ruff==0.17.6",
