@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 
 from leadpipe.pipeline import run_weekly
 from leadpipe.session import configure_s3, s3_conf
@@ -38,17 +40,28 @@ def test_s3_conf_follows_the_aws_conventions():
     assert local["fs.s3a.path.style.access"] == "true" and local["fs.s3a.endpoint.region"] == "us-east-1"
 
 
-def test_the_three_real_files_from_s3(spark, sources, settings, db, s3_env, real_dir):
+def test_the_three_real_files_from_s3(spark, sources, settings, db, s3_env, real_dir, tmp_path):
     """The README's command with s3:// input and warehouse delivers the same 248 leads as from a
-    folder and then archives the files; a second run on s3a:// URIs (the same warehouse, the same
-    lock) over the archived copies recognises every snapshot as applied and delivers nothing."""
+    folder, archives the files and publishes its summary to SNS; a second run on s3a:// URIs (the
+    same warehouse, the same lock) over the archived copies recognises every snapshot as applied
+    and delivers nothing."""
     bucket = f"leads-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     s3.create_bucket(Bucket=bucket)
     for f in sorted(real_dir.iterdir()):
         s3.upload_file(str(f), bucket, f"active/{f.name}")
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name=f"{bucket}-runs")["TopicArn"]
+    queue = sqs.create_queue(QueueName=f"{bucket}-runs")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    settings_yaml = yaml.safe_load((conf / "settings.yaml").read_text())
+    settings_yaml["alerts"] = {"sns_topic_arn": topic}
+    (conf / "settings.yaml").write_text(yaml.safe_dump(settings_yaml))
 
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "LEADPIPE_CONF_DIR": str(conf)}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     cmd = [
         "spark-submit",
@@ -81,6 +94,11 @@ def test_the_three_real_files_from_s3(spark, sources, settings, db, s3_env, real
 
     # this test's JVM started before the variables were set (a JVM's environment is fixed at its
     # start): hand it the endpoint, and the credentials through S3A's own keys
+    (message,) = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"]
+    body = json.loads(message["Body"])
+    assert body["Subject"].startswith("leadpipe run: succeeded")
+    assert "new leads delivered: 248" in body["Message"]
+
     configure_s3(spark)
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     hadoop.set("fs.s3a.access.key", s3_env["AWS_ACCESS_KEY_ID"])
