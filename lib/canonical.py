@@ -24,6 +24,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from leadpipe.expressions import column
+
 if TYPE_CHECKING:
     from leadpipe.config import SourceConfig
 
@@ -239,8 +241,6 @@ _RAW, _ID, _RAW_HASH, _EXTRAS = "__lp_raw", "__lp_lead_id", "__lp_raw_hash", "__
 
 def _column_map(columns: list[str]) -> Column:
     """map(source column name -> its value as read), in ``columns`` order."""
-    from leadpipe.read import column
-
     return F.map_from_arrays(F.array(*[F.lit(c) for c in columns]), F.array(*[column(c) for c in columns]))
 
 

@@ -18,3 +18,8 @@ def date_value(d: date, anchor: Column) -> Column:
     string column; ``substring(anchor, 1, 0)`` is empty, or NULL when ``anchor`` is NULL), the code
     is the same for every date and is compiled once per session."""
     return F.to_date(F.concat(F.lit(d.isoformat()), F.coalesce(F.substring(anchor, 1, 0), F.lit(""))))
+
+
+def column(name: str) -> Column:
+    """A column by its exact name, whatever characters it holds (dots, spaces, back-ticks)."""
+    return F.col("`" + name.replace("`", "``") + "`")

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from leadpipe.config import SourceConfig, java_charset
 from leadpipe.discover import SnapshotFile
-from leadpipe.expressions import date_value
+from leadpipe.expressions import column, date_value
 from leadpipe.sniff import FileFormat
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,6 @@ def csv_options(cfg: SourceConfig, fmt: FileFormat | None = None) -> dict[str, s
         "ignoreLeadingWhiteSpace": "false",
         "ignoreTrailingWhiteSpace": "false",
     }
-
-
-def column(name: str) -> Column:
-    """A column by its exact name, whatever characters it holds (dots, spaces, back-ticks)."""
-    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def with_record_numbers(df: DataFrame) -> DataFrame:

@@ -30,6 +30,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from leadpipe.expressions import column
+
 # Values that mean "nothing here" in agency exports. Compared upper-case, after trimming.
 NULL_SENTINELS = ("", "N/A", "NA", "N.A.", "NONE", "NULL", "UNKNOWN", "-", "--", "?", "NOT AVAILABLE")
 
@@ -863,11 +865,6 @@ def raw_present(cols: list[Column]) -> Column:
     return present
 
 
-def _column(name: str) -> Column:
-    """A column by its exact name, whatever it holds (dots, spaces, back-ticks)."""
-    return F.col("`" + name.replace("`", "``") + "`")
-
-
 def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     """Evaluate a source's configured rules on its raw columns.
 
@@ -883,8 +880,8 @@ def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     raw_cols = list(raw.columns)
     today = [] if SNAPSHOT_DATE_COLUMN in raw_cols else [F.current_date().alias(SNAPSHOT_DATE_COLUMN)]
     prepared = raw.select("*", *plan.cleaned, *today)
-    staged = prepared.select(*[_column(c) for c in raw_cols], *plan.structs)
-    keep = [_column(c) for c in raw_cols]
+    staged = prepared.select(*[column(c) for c in raw_cols], *plan.structs)
+    keep = [column(c) for c in raw_cols]
     return staged.select(*keep, *plan.outputs, plan.issues.alias("dq_issues"))
 
 
@@ -914,7 +911,7 @@ def _rule_columns(cfg, skip: str | None) -> _RulePlan:
     cleaned = {name: f"__in{i}" for i, name in enumerate(names)}
 
     def cleaned_input(name: str) -> Column:
-        c = clean(_column(name))
+        c = clean(column(name))
         return c if skip is None else F.when(~F.col(skip), c)  # a skipped row's rules see NULLs: nothing to parse
 
     structs = []
