@@ -17,7 +17,7 @@ REAL_DATA := $(firstword $(wildcard ../shared/data/exercise-2023-07-07) tests/da
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv jars sample run quality bench maintain browsers test lint format clean
+.PHONY: help venv jars sample run quality bench maintain package deploy browsers test lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
@@ -59,6 +59,12 @@ bench: $(INSTALLED) $(SPARK_DEFAULTS) ## benchmark 100k, 1M and 10M-row weeks, t
 maintain: $(INSTALLED) $(SPARK_DEFAULTS) ## OPTIMIZE and VACUUM the warehouse's Delta tables (WAREHOUSE=dir to choose)
 	$(BIN)/leads-maintain --warehouse "$(WAREHOUSE)"
 
+package: $(INSTALLED) ## build dist/ for EMR: the wheel (configs inside), requirements, entry scripts, Delta and PostgreSQL jars, bootstrap action, MANIFEST.json
+	$(BIN)/python -m leadpipe.package build --dist dist
+
+deploy: package ## upload dist/ to settings emr.deploy_uri (DEPLOY_URI=s3://bucket/prefix/ to choose; DRY_RUN=1 prints the plan, calls no AWS API)
+	$(BIN)/python -m leadpipe.package deploy --dist dist $(if $(DEPLOY_URI),--deploy-uri $(DEPLOY_URI)) $(if $(DRY_RUN),--dry-run)
+
 lint: $(INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -73,5 +79,5 @@ browsers: ## install Debian's chromium for the browser tests when it is missing
 test: $(INSTALLED) $(SPARK_DEFAULTS) browsers lint ## lint, then every test (starts its own Spark and PostgreSQL)
 	$(BIN)/pytest
 
-clean: ## remove the venv, jars and local data (.local)
-	rm -rf $(VENV) jars .local *.egg-info
+clean: ## remove the venv, jars, local data (.local) and dist/
+	rm -rf $(VENV) jars .local dist build *.egg-info lib/*.egg-info

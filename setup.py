@@ -1,6 +1,9 @@
 """Packaging of the weekly leads job.
 
-The importable package lives in ``lib/`` and installs as ``leadpipe``. Runtime dependencies are
+``lib/`` is the source root and ``lib/leadpipe/`` the package, so it installs, zips and imports as
+``leadpipe`` everywhere (a wheel, ``--py-files``, an EMR node). The source configs and settings
+(``conf/``, linked as ``lib/leadpipe/conf``) ship inside it as package data: they are the default,
+and ``--conf-dir`` (a folder or an S3 URI) overrides them. Runtime dependencies are
 pinned to one tested set (emr-spark-8.1.0: Spark 4.1.1, Delta 4.2.0); ``pip install -e .[dev]``
 adds the test and lint tools.
 """
@@ -44,9 +47,9 @@ setup(
     version="0.1.0",
     description="Weekly child-care licensing leads: CSV snapshots -> Delta CDC -> PostgreSQL",
     python_requires=">=3.11,<3.12",
-    package_dir={"leadpipe": "lib"},
+    package_dir={"": "lib"},
     packages=["leadpipe"],
-    package_data={"leadpipe": ["templates/*.j2"]},
+    package_data={"leadpipe": ["templates/*.j2", "conf/settings.yaml", "conf/sources/*.yaml"]},
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
     entry_points={
@@ -56,6 +59,7 @@ setup(
             "leads-quality=leadpipe.cli:quality_main",
             "leads-show=leadpipe.cli:show_main",
             "leads-maintain=leadpipe.cli:maintain_main",
+            "leads-emr=leadpipe.emr:main",
         ]
     },
 )

@@ -2,7 +2,8 @@
 
     spark-submit jobs/weekly_leads.py --input DIR_OR_URI --warehouse DIR_OR_URI [--db-url URL]
 
-Everything happens in the ``leadpipe`` package (lib/); see ``--help``.
+Everything happens in the ``leadpipe`` package (lib/leadpipe/, or the wheel/zip that ``make package``
+builds); see ``--help``.
 """
 
 import sys

@@ -11,7 +11,9 @@ import os
 import shutil
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +88,31 @@ def real_dir() -> Path:
     return REAL_DIR
 
 
+@dataclass
+class RealFilesRun:
+    """The weekly job's first run over the three real files, in local mode (this session's Spark),
+    into a database and warehouse of its own."""
+
+    result: Any  # pipeline.RunResult
+    db: Any  # postgres.DbTarget
+    warehouse: Path
+
+
+@pytest.fixture(scope="session")
+def real_files_run(spark, sources, settings, pg_server, tmp_path_factory) -> RealFilesRun:
+    """Run once and shared: tests/test_job.py replays it, tests/test_cluster.py compares a
+    cluster's run of the same files with it."""
+    from leadpipe.pipeline import run_weekly
+
+    name = f"t_real_{uuid.uuid4().hex[:8]}"
+    with pg_server.target().connect(autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    db = pg_server.target(name)
+    warehouse = tmp_path_factory.mktemp("real-run") / "warehouse"
+    result = run_weekly(spark, sources, str(REAL_DIR), str(warehouse), db, settings, run_id="real1")
+    return RealFilesRun(result, db, warehouse)
+
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -136,3 +163,14 @@ def aws_server():
         else:
             os.environ[k] = v
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory) -> Path:
+    """``make package``'s dist/ (the wheel, requirements, entry scripts, EMR jars, bootstrap
+    action, conf, MANIFEST.json), built once per session from this checkout."""
+    from leadpipe.package import build
+
+    out = tmp_path_factory.mktemp("package") / "dist"
+    build(ROOT, out)
+    return out

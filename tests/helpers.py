@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -50,3 +51,15 @@ def leads(spark: SparkSession, rows: list[dict], snapshot: date) -> DataFrame:
     df = df.withColumn("raw_hash", raw_hash(F.col("raw")))
     df = df.withColumn("dq_issues", F.array().cast("array<struct<column:string,rule:string,raw_value:string>>"))
     return df.select(*CANONICAL_ROW_COLUMNS)
+
+
+def s3_client(aws_env: dict[str, str]):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+
+
+def upload_folder(client, folder: Path, bucket: str, prefix: str) -> None:
+    """Every file below ``folder`` to ``s3://bucket/prefix<relative path>``."""
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        client.upload_file(str(f), bucket, prefix + f.relative_to(folder).as_posix())

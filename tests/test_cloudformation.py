@@ -415,3 +415,25 @@ def test_emr_service_role_uses_the_v2_policy_and_passes_only_the_instance_role(t
     assert statement["Resource"] == {"Fn::GetAtt": ["EmrInstanceRole", "Arn"]}
     profile = template["Resources"]["EmrInstanceProfile"]["Properties"]
     assert profile["Roles"] == [{"Ref": "EmrInstanceRole"}]
+
+
+def test_step_is_the_one_leads_emr_generates_from_settings(template, definition, settings):
+    """The state machine runs exactly the step ``leads-emr`` builds from settings, so a change to
+    one (a jar, a Spark setting, an argument) cannot leave the other behind."""
+    from leadpipe.emr import weekly_step
+
+    deploy, drop, lake = (ref_value(template, b) for b in ("DeployBucket", "DropBucket", "LakeBucket"))
+    emr = settings.emr.model_copy(
+        update={
+            "deploy_uri": f"s3://{deploy}/",
+            "input": f"s3://{drop}/active/",
+            "warehouse": f"s3://{lake}/warehouse/",
+            "archive": f"s3://{drop}/historical/",
+        }
+    )
+    configured = settings.model_copy(update={"emr": emr})
+    expected = weekly_step(configured, db_url=SAMPLE_PARAMETERS["DbUrl"])
+    assert definition["States"]["RunWeeklyLeads"]["Parameters"]["Step"] == expected
+    bootstrap = definition["States"]["CreateCluster"]["Parameters"]["BootstrapActions"][0]["ScriptBootstrapAction"]
+    assert bootstrap["Path"] == f"s3://{deploy}/bootstrap/install_leadpipe.sh"  # where make deploy puts it
+    assert bootstrap["Args"][0] == f"s3://{deploy}/"

@@ -164,9 +164,9 @@ def test_week1_then_week2_then_replays(spark, sources, settings, db, tmp_path, b
     assert delivered["week1"] == len(expected_ids(w1)) and delivered["week2-again"] == 0
 
 
-def test_the_three_real_files_twice(spark, sources, settings, db, tmp_path, real_dir):
-    wh = str(tmp_path / "warehouse")
-    first = run_weekly(spark, sources, str(real_dir), wh, db, settings, run_id="real1")
+def test_the_three_real_files_twice(real_files_run, real_dir):
+    wh, db = str(real_files_run.warehouse), real_files_run.db
+    first = real_files_run.result  # run_weekly over the three files, in this session's Spark
     assert first.ok, first.summary
     s = first.summary["sources"]
     assert (s["nv_dpbh"]["rows_read"], s["nv_dpbh"]["rows_loaded"]) == (100, 100)

@@ -58,7 +58,8 @@ from typing import Any
 
 log = logging.getLogger("leadpipe.bench")
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+# `make bench` runs from the checkout's root: the venv, jars/, git and BENCHMARKS.md are there
+PROJECT_DIR = Path.cwd()
 DEFAULT_SIZES = "100000,1000000,10000000"
 DEFAULT_PANDAS_MAX = 1_000_000
 DEFAULT_BACKFILL = "52x100000"
@@ -484,7 +485,7 @@ def prepare_data(out: Path, rows: int) -> DataInfo:
         generated = True
         log.info("data %d: generated in %.1f s", rows, generation_s)
     counts = json.loads(counts_file.read_text())
-    sources = load_sources(PROJECT_DIR / "conf")
+    sources = load_sources()
     weeks: dict[str, dict[str, dict[str, Any]]] = {}
     for week, per_source in counts["weeks"].items():
         files = {_source_of(p.name, sources): p for p in sorted((folder / f"week-{week}").glob("*.csv"))}
@@ -595,8 +596,7 @@ def bare_parse(folder: Path) -> dict[str, Any]:
     from leadpipe.read import csv_options
     from leadpipe.session import build_session
 
-    conf_dir = PROJECT_DIR / "conf"
-    sources, settings = load_sources(conf_dir), load_settings(conf_dir)
+    sources, settings = load_sources(), load_settings()
     start = time.monotonic()
     spark = build_session(
         "bench-bare-parse",
@@ -652,7 +652,7 @@ def duckdb_parse(folder: Path, scratch: Path) -> dict[str, Any]:
 
     from leadpipe.config import load_sources
 
-    sources = load_sources(PROJECT_DIR / "conf")
+    sources = load_sources()
     con = duckdb.connect()
     con.execute("SET autoinstall_known_extensions = false")
     try:
@@ -1256,7 +1256,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`python -m leadpipe.bench`, lib/bench.py) from `.local/bench/results.json`; "
+        "Written by `make bench` (`python -m leadpipe.bench`, lib/leadpipe/bench.py) from `.local/bench/results.json`; "
         "every run of the harness rewrites this file from all the sizes measured so far.",
         "",
         "## Machine",
@@ -1336,7 +1336,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "reader refuses byte 0x92, Nevada's right single quote); cp1252 needs the `encodings` extension, "
         "which is not downloaded here. So a cp1252 file that is pure ASCII is read as UTF-8 (identical "
         "bytes) and any other is transcoded to UTF-8 in Python first, that time included (`transcode`).",
-        "- pandas script (lib/bench_pandas.py): `pandas.read_csv(dtype=str, encoding='cp1252')` per file, a "
+        "- pandas script (lib/leadpipe/bench_pandas.py): `pandas.read_csv(dtype=str, encoding='cp1252')` per file, a "
         "hand-written mapping per layout (lead_id = source + key cell; phone digits, lower-case email, "
         "5-digit ZIP, integer capacity, `pd.to_datetime(errors='coerce')`), existing ids read from its own "
         "PostgreSQL table, new rows written with psycopg `executemany` INSERT in batches of 10,000: the "

@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from leadpipe.config import DEFAULT_CONF_DIR, ConfigError, load_settings, load_sources
+import leadpipe
+from leadpipe.config import ConfigError, load_settings, load_sources, resolve_conf_dir
 
 log = logging.getLogger("leadpipe")
 
@@ -30,25 +31,23 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def resolve_conf_dir(arg: str | None) -> Path:
-    for candidate in (arg, os.environ.get("LEADPIPE_CONF_DIR"), "conf", str(DEFAULT_CONF_DIR)):
-        if candidate and (Path(candidate) / "sources").is_dir():
-            return Path(candidate)
-    raise ConfigError(
-        f"no conf folder with sources/ found (tried --conf-dir, $LEADPIPE_CONF_DIR, ./conf, {DEFAULT_CONF_DIR})"
-    )
-
-
 def _location(value: str | None) -> str | None:
-    """A URI as given; a local path resolved like every path in settings (None stays None)."""
-    return None if value is None else value if "://" in value else _project_path(value)
+    """A URI as given; a local path made absolute like every path in settings (None stays None)."""
+    return None if value is None else _local_path(value)
 
 
-def _project_path(value: str) -> str:
-    """A relative local path from settings is relative to the project root; URIs pass."""
+def _local_path(value: str) -> str:
+    """A relative local path (a flag or settings) is relative to the working directory, as on
+    any command line; URIs pass as they are."""
     if "://" in value or os.path.isabs(value):
         return value
-    return str((DEFAULT_CONF_DIR.parent / value).resolve())
+    return str(Path(value).resolve())
+
+
+CONF_DIR_HELP = (
+    "configuration folder or S3 URI with sources/*.yaml and settings.yaml (default: $LEADPIPE_CONF_DIR, else the "
+    "configuration shipped in the leadpipe package)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,7 +89,7 @@ def weekly_parser() -> argparse.ArgumentParser:
         "'postgres.url'; when none is set, an embedded PostgreSQL is started on 127.0.0.1 with its data in "
         "settings 'postgres.embedded_dir')",
     )
-    p.add_argument("--conf-dir", help="configuration folder with sources/*.yaml and settings.yaml (default: ./conf)")
+    p.add_argument("--conf-dir", help=CONF_DIR_HELP)
     p.add_argument(
         "--reports",
         help="folder for the run's report (index.html, new_leads.csv under <run date>/<run id>/); default: "
@@ -150,7 +149,7 @@ def database(db_url: str | None, settings, master: str = "local[*]"):
 
         yield DbTarget.from_url(db_url, password=database_password(settings.postgres.password_secret))
         return
-    server = EmbeddedPostgres(_project_path(settings.postgres.embedded_dir))
+    server = EmbeddedPostgres(_local_path(settings.postgres.embedded_dir))
     target = server.start()
     try:
         yield target
@@ -166,7 +165,7 @@ def _session(app_name: str, master: str | None, settings):
         app_name,
         master=master,
         extra_conf=settings.spark,
-        jars_dir=_project_path(settings.jars_dir),
+        jars_dir=_local_path(settings.jars_dir),
         log_level=settings.spark_log_level,
         launch_conf=settings.spark_submit,
     )
@@ -202,14 +201,21 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
             from leadpipe.postgres import DbTarget
 
             DbTarget.from_url(db_url)  # a malformed URL is bad usage: refused before anything starts
-        state.warehouse = warehouse = _project_path(args.warehouse or settings.warehouse)
+        state.warehouse = warehouse = _local_path(args.warehouse or settings.warehouse)
         state.input = input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
     except (ConfigError, ValueError) as exc:
         log.error("usage: %s", exc)
         state.errors.append(f"{type(exc).__name__}: {exc}")
         return _exit(state.finish("usage_error"))
     try:
-        log.info("config: %d source(s) %s from %s; run %s", len(sources), sorted(sources), conf_dir, state.run_id)
+        log.info(
+            "config: %d source(s) %s from %s; leadpipe from %s; run %s",
+            len(sources),
+            sorted(sources),
+            conf_dir,
+            Path(leadpipe.__file__).parent,
+            state.run_id,
+        )
         spark = _session("weekly-leads", args.master, settings)
         with database(db_url, settings, spark.sparkContext.master) as db:
             log.info("deliver: target %s", db)
@@ -223,7 +229,7 @@ def weekly_leads_main(argv: list[str] | None = None) -> int:
                 run_id=state.run_id,
                 quality=not args.no_quality,
                 apply_held=frozenset(args.apply_held),
-                reports=_project_path(args.reports) if args.reports else None,
+                reports=_local_path(args.reports) if args.reports else None,
                 archive=_location(args.archive or settings.archive),
             )
         state = result.state
@@ -257,7 +263,7 @@ def quality_parser() -> argparse.ArgumentParser:
         "column, top failing raw values) for the CSV files in --input. Writes nothing.",
     )
     p.add_argument("--input", required=True, help="folder or URI of CSV snapshots")
-    p.add_argument("--conf-dir", help="configuration folder (default: ./conf)")
+    p.add_argument("--conf-dir", help=CONF_DIR_HELP)
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--master", help="Spark master (default: local[*])")
     p.add_argument("--log-level", default="WARNING")
@@ -282,7 +288,7 @@ def quality_main(argv: list[str] | None = None) -> int:
         "field-quality",
         master=args.master,
         extra_conf=settings.spark,
-        jars_dir=_project_path(settings.jars_dir),
+        jars_dir=_local_path(settings.jars_dir),
         launch_conf=settings.spark_submit,
     )
     input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
@@ -325,7 +331,7 @@ def show_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="leads-show", description="Print a few delivered leads from PostgreSQL.")
     p.add_argument("--db-url", default=os.environ.get("LEADPIPE_DB_URL"))
     p.add_argument("--limit", type=int, default=5)
-    p.add_argument("--conf-dir")
+    p.add_argument("--conf-dir", help=CONF_DIR_HELP)
     args = p.parse_args(argv)
     setup_logging("WARNING")
     settings = load_settings(resolve_conf_dir(args.conf_dir))
@@ -366,14 +372,14 @@ def maintain_main(argv: list[str] | None = None) -> int:
     p.add_argument("--db-url", default=os.environ.get("LEADPIPE_DB_URL"), help="PostgreSQL holding the run lock")
     p.add_argument("--retain-hours", type=int, default=MIN_RETAIN_HOURS, help="VACUUM keeps files this recent")
     p.add_argument("--no-vacuum", action="store_true", help="compact only")
-    p.add_argument("--conf-dir")
+    p.add_argument("--conf-dir", help=CONF_DIR_HELP)
     p.add_argument("--master")
     args = p.parse_args(argv)
     setup_logging("INFO")
     conf_dir = resolve_conf_dir(args.conf_dir)
     settings = load_settings(conf_dir)
     warehouse = args.warehouse or settings.warehouse
-    warehouse = warehouse if "://" in warehouse else _project_path(warehouse)
+    warehouse = warehouse if "://" in warehouse else _local_path(warehouse)
     from leadpipe.deliver import ensure_tables
     from leadpipe.pipeline import new_run_id
     from leadpipe.runs import RunLock, RunLocked

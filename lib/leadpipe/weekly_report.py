@@ -88,7 +88,6 @@ CSV_NAME = "new_leads.csv"
 UNKNOWN = "(unknown)"
 
 _TEMPLATE = "weekly_report.html.j2"
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _SVG_PROLOGUE = re.compile(r"\A.*?(?=<svg\b)", re.S)
 _SVG_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
@@ -227,7 +226,7 @@ def write_report(folder: Path, inp: ReportInput, write_csv: CsvWriter) -> Report
 @functools.cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        loader=jinja2.PackageLoader("leadpipe", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

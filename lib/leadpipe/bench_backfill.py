@@ -64,7 +64,7 @@ def snapshot_seconds(log_text: str) -> list[float]:
 def run_backfill(out: Path, rows: int, weeks: int, machine: dict[str, Any] | None = None) -> BackfillResult:
     """Generate (or reuse) the weeks, run the job once over them, and say what it did; every
     difference from what the generator wrote, and a run that did not succeed, is in ``errors``."""
-    from leadpipe.bench import _postmaster_pid, _rel, code_commit, fresh_dir, fresh_postgres, run_job
+    from leadpipe.bench import PROJECT_DIR, _postmaster_pid, _rel, code_commit, fresh_dir, fresh_postgres, run_job
     from leadpipe.sample import generate_weeks
 
     result = BackfillResult(rows, weeks, datetime.now(UTC).isoformat(timespec="seconds"), machine or {}, code_commit())
@@ -103,7 +103,7 @@ def run_backfill(out: Path, rows: int, weeks: int, machine: dict[str, Any] | Non
     result.rows_read, result.new, result.changed, result.removed = job.rows_read, job.new, job.changed, job.removed
     result.delivered, result.timings, result.errors = job.delivered, job.timings, list(job.errors)
     result.applied = sum(1 for s in job.snapshot_statuses if s.endswith(": applied"))
-    root = Path(__file__).resolve().parent.parent
+    root = PROJECT_DIR
     text = ""
     for name in (proc.stdout_log, proc.stderr_log):  # spark-submit's Python runner merges stderr into stdout
         path = Path(name) if Path(name).is_absolute() else root / name

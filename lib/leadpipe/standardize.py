@@ -22,7 +22,6 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -134,9 +133,14 @@ def rules_code_version() -> str:
     versions. Part of every source's ``rules_version``, so that unchanged rows reuse their stored
     standardization (canonical.map_to_canonical) only while the code that made it is the same."""
     import hashlib
+    from importlib import resources
     from importlib.metadata import version
 
-    text = Path(__file__).read_bytes() + repr([(p, version(p)) for p in RULE_PACKAGES]).encode()
+    # through the package's loader: a folder, a wheel or a --py-files zip alike
+    text = (
+        resources.files(__package__).joinpath("standardize.py").read_bytes()
+        + repr([(p, version(p)) for p in RULE_PACKAGES]).encode()
+    )
     return hashlib.sha256(text).hexdigest()[:12]
 
 

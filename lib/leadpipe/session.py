@@ -23,8 +23,6 @@ from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
 BASE_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -82,14 +80,13 @@ class JarsMissing(RuntimeError):
 
 
 def find_jars(jars_dir: str | Path | None = None) -> list[str]:
-    """The jar files to hand to Spark: ``LEADPIPE_JARS_DIR``, else ``jars_dir``, else ./jars."""
-    candidates = [os.environ.get("LEADPIPE_JARS_DIR"), jars_dir, PROJECT_DIR / "jars", Path.cwd() / "jars"]
+    """The jar files to hand to Spark: ``LEADPIPE_JARS_DIR``, else ``jars_dir``, else ./jars
+    (relative folders are relative to the working directory)."""
+    candidates = [os.environ.get("LEADPIPE_JARS_DIR"), jars_dir, "jars"]
     for c in candidates:
         if not c:
             continue
-        d = Path(c)
-        if not d.is_absolute():
-            d = PROJECT_DIR / d
+        d = Path(c).resolve()
         jars = sorted(str(p) for p in d.glob("*.jar"))
         if jars:
             missing = [r for r in REQUIRED_JARS if not any(Path(j).name.startswith(r) for j in jars)]
@@ -214,10 +211,8 @@ def write_spark_defaults(jars_dir: str | Path | None = None, launch_conf: dict[s
 if __name__ == "__main__":
     from leadpipe.config import load_settings
 
-    _settings = load_settings(
-        sys.argv[1] if len(sys.argv) > 1 else os.environ.get("LEADPIPE_CONF_DIR") or PROJECT_DIR / "conf"
-    )
-    print(f"wrote {write_spark_defaults(launch_conf=_settings.spark_submit)}")
+    _settings = load_settings(sys.argv[1] if len(sys.argv) > 1 else None)  # None: $LEADPIPE_CONF_DIR, else packaged
+    print(f"wrote {write_spark_defaults(_settings.jars_dir, launch_conf=_settings.spark_submit)}")
 
 
 @contextlib.contextmanager

@@ -3,11 +3,23 @@
 Everything is validated at start-up with pydantic. A problem raises :class:`ConfigError` whose
 message names the file and the key (``conf/sources/tx_hhs.yaml: fields[3].rule: unknown rule
 'phon'``), so a bad config never reaches Spark.
+
+Where the configuration comes from (:func:`resolve_conf_dir`): ``--conf-dir`` (a folder or an
+``s3://`` URI), else ``$LEADPIPE_CONF_DIR``, else the copy shipped inside the package as package
+data (``conf/`` of the checkout, linked as ``lib/leadpipe/conf``), which therefore works the
+same from a checkout, an installed wheel or a ``--py-files`` zip. Relative paths in settings are
+relative to the working directory.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from leadpipe.canonical import BUSINESS_COLUMNS, FACILITY_TYPES
 from leadpipe.standardize import RULES
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_CONF_DIR = PACKAGE_DIR.parent / "conf"
+CONF_ENV = "LEADPIPE_CONF_DIR"
 
 
 def header_key(name: str) -> str:
@@ -315,6 +326,20 @@ class PostgresSettings(_Strict):
     # Secrets Manager secret (name or ARN) holding the password, when PGPASSWORD is not set
     password_secret: str | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlparse
+
+        parsed = urlparse(value)
+        if parsed.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"must look like postgresql://user@host:port/db, got scheme {parsed.scheme!r}")
+        if parsed.password is not None:
+            raise ValueError("must not contain a password (PGPASSWORD or postgres.password_secret hold it)")
+        return value
+
 
 #: Spark settings read only when a JVM starts: set in ``spark:`` (applied to a running session)
 #: they would be silently ignored under spark-submit, so they belong in ``spark_submit:``.
@@ -331,6 +356,23 @@ class AlertSettings(_Strict):
     """Where each run's alert or summary goes (aws.py)."""
 
     sns_topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+
+
+S3_URI = r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+
+
+class EmrSettings(_Strict):
+    """The production path (emr.py, package.py): where ``make deploy`` uploads ``dist/`` (an
+    ``s3://`` URI: the bootstrap action copies from it with the AWS CLI) and what the weekly EMR
+    step runs; ``warehouse`` defaults to the top-level ``warehouse`` when that is an S3 URI, and
+    ``archive`` to the top-level ``archive`` (which must then be one)."""
+
+    deploy_uri: str | None = Field(None, pattern=S3_URI.replace("s3a?", "s3"))  # s3://<deploy bucket>/
+    input: str | None = Field(None, pattern=S3_URI)  # s3://<drop bucket>/active/
+    warehouse: str | None = Field(None, pattern=S3_URI)  # s3://<lake bucket>/warehouse/
+    archive: str | None = Field(None, pattern=S3_URI)  # s3://<drop bucket>/historical/
+    step_name: str = Field("weekly-leads", min_length=1, max_length=256)
+    action_on_failure: str = Field("CONTINUE", pattern="^(CONTINUE|CANCEL_AND_WAIT|TERMINATE_CLUSTER)$")
 
 
 class Settings(_Strict):
@@ -356,6 +398,7 @@ class Settings(_Strict):
     expected_sources: list[str] = Field(default_factory=list)  # reported as missing_sources when absent
     archive: str | None = None  # where processed input files move after delivery (None: they stay)
     alerts: AlertSettings = AlertSettings()
+    emr: EmrSettings = EmrSettings()
     path: str = ""
 
     @field_validator("spark")
@@ -394,7 +437,7 @@ def _flatten(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _describe(exc: ValidationError, path: Path) -> str:
+def _describe(exc: ValidationError, path: Path | str) -> str:
     lines = []
     for err in exc.errors():
         loc = ""
@@ -405,48 +448,145 @@ def _describe(exc: ValidationError, path: Path) -> str:
     return "\n".join(lines)
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def _load_yaml(path: Path, name: str | None = None) -> dict[str, Any]:
+    name = name or str(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise ConfigError(f"{name}: file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{name}: not valid YAML: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: <top>: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{name}: <top>: expected a mapping, got {type(data).__name__}")
     return data
 
 
-def load_source(path: Path) -> SourceConfig:
-    data = _load_yaml(path)
+def load_source(path: Path, name: str | None = None) -> SourceConfig:
+    """One source file; ``name`` is how messages call it (its S3 URI when it came from S3)."""
+    name = name or str(path)
+    data = _load_yaml(path, name)
     try:
-        cfg = SourceConfig.model_validate({**data, "path": str(path)})
+        cfg = SourceConfig.model_validate({**data, "path": name})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, name)) from None
     if path.stem != cfg.id:
-        raise ConfigError(f"{path}: id: {cfg.id!r} must equal the file name {path.stem!r}")
+        raise ConfigError(f"{name}: id: {cfg.id!r} must equal the file name {path.stem!r}")
     return cfg
 
 
-def load_sources(conf_dir: Path | str = DEFAULT_CONF_DIR) -> dict[str, SourceConfig]:
-    """Every ``conf/sources/*.yaml``: a new state is a new file here."""
-    source_dir = Path(conf_dir) / "sources"
-    paths = sorted(source_dir.glob("*.yaml"))
+@dataclass(frozen=True)
+class ConfDir:
+    """A configuration folder on local disk (``sources/*.yaml``, ``settings.yaml``) and where it
+    came from: the folder itself, an S3 URI it was copied from, or the package's own copy."""
+
+    path: Path
+    origin: str
+
+    def name(self, relative: str) -> str:
+        """How messages name a file of this folder: ``s3://b/conf/sources/tx_hhs.yaml``."""
+        return f"{self.origin.rstrip('/')}/{relative}"
+
+    def __str__(self) -> str:
+        return self.origin
+
+
+def _as_conf_dir(conf_dir: ConfDir | Path | str | None) -> ConfDir:
+    if isinstance(conf_dir, ConfDir):
+        return conf_dir
+    if conf_dir is None:
+        return resolve_conf_dir(None)
+    return ConfDir(Path(conf_dir), str(conf_dir))
+
+
+def load_sources(conf_dir: ConfDir | Path | str | None = None) -> dict[str, SourceConfig]:
+    """Every ``sources/*.yaml`` of the configuration (default: :func:`resolve_conf_dir`): a new
+    state is a new file there."""
+    conf = _as_conf_dir(conf_dir)
+    paths = sorted((conf.path / "sources").glob("*.yaml"))
     if not paths:
-        raise ConfigError(f"{source_dir}: no source files (*.yaml)")
+        raise ConfigError(f"{conf.name('sources')}: no source files (*.yaml)")
     sources = {}
     for path in paths:
-        cfg = load_source(path)
+        cfg = load_source(path, conf.name(f"sources/{path.name}"))
         sources[cfg.id] = cfg
     return sources
 
 
-def load_settings(conf_dir: Path | str = DEFAULT_CONF_DIR) -> Settings:
-    path = Path(conf_dir) / "settings.yaml"
-    data = _load_yaml(path) if path.exists() else {}
+def load_settings(conf_dir: ConfDir | Path | str | None = None) -> Settings:
+    """``settings.yaml`` of the configuration (default: :func:`resolve_conf_dir`); every key has a
+    default, so a folder without it gets the defaults."""
+    conf = _as_conf_dir(conf_dir)
+    path, name = conf.path / "settings.yaml", conf.name("settings.yaml")
+    data = _load_yaml(path, name) if path.exists() else {}
     try:
-        return Settings.model_validate({**data, "path": str(path)})
+        return Settings.model_validate({**data, "path": name})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, name)) from None
+
+
+def resolve_conf_dir(location: str | Path | None = None) -> ConfDir:
+    """The configuration the job runs with: ``location`` (``--conf-dir``), else
+    ``$LEADPIPE_CONF_DIR``, else the configs shipped inside the package (package data, so a wheel
+    or a zip on an EMR node has them). A location is a local folder or an ``s3://``/``s3a://``
+    URI, whose ``settings.yaml`` and ``sources/*.yaml`` are copied to a local folder first (the
+    standard AWS credential chain and ``AWS_ENDPOINT_URL(_S3)``)."""
+    location = location or os.environ.get(CONF_ENV) or None
+    if location is None:
+        return packaged_conf_dir()
+    text = str(location)
+    if text.startswith(("s3://", "s3a://")):
+        return ConfDir(_download_s3_conf(text), text)
+    path = Path(text)
+    if not (path / "sources").is_dir():
+        raise ConfigError(f"{text}: not a configuration folder (no sources/ in it)")
+    return ConfDir(path, text)
+
+
+def packaged_conf_dir() -> ConfDir:
+    """The configuration shipped inside the ``leadpipe`` package. Where the package is a zip
+    (``--py-files``), its files are copied out to a temporary folder first."""
+    tree = resources.files("leadpipe") / "conf"
+    if isinstance(tree, Path) and (tree / "sources").is_dir():
+        real = tree.resolve()  # a checkout links lib/leadpipe/conf to conf/: name the files people edit
+        return ConfDir(real, str(real))
+    if not tree.joinpath("sources").is_dir():
+        raise ConfigError("the leadpipe package holds no conf/sources: it was built without its configuration")
+    target = _scratch_folder("leadpipe-conf-")
+    for rel in ["settings.yaml", *(f"sources/{f.name}" for f in tree.joinpath("sources").iterdir())]:
+        item = tree.joinpath(rel)
+        if item.is_file() and rel.endswith(".yaml"):
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            (target / rel).write_bytes(item.read_bytes())
+    return ConfDir(target, str(tree).rstrip("/"))  # messages name the file inside the zip
+
+
+def _scratch_folder(prefix: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _download_s3_conf(uri: str) -> Path:
+    """Copy ``settings.yaml`` and ``sources/*.yaml`` below ``uri`` to a local temporary folder."""
+    import boto3
+
+    bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    target = _scratch_folder("leadpipe-conf-")
+    client = boto3.client("s3")
+    keys = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        wanted = [k for k in keys if re.fullmatch(r"settings\.yaml|sources/[^/]+\.yaml", k[len(prefix) :])]
+        for key in wanted:
+            local = target / key[len(prefix) :]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(local))
+    except Exception as exc:
+        raise ConfigError(f"{uri}: could not read the configuration: {type(exc).__name__}: {exc}") from None
+    if not any(k[len(prefix) :].startswith("sources/") for k in wanted):
+        raise ConfigError(f"{uri}: not a configuration folder (no sources/*.yaml below it)")
+    return target
