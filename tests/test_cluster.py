@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pyspark
 import pytest
+import yaml
 
 from tests.helpers import s3_client, upload_folder
 
@@ -126,7 +128,16 @@ def test_packaged_job_on_a_standalone_cluster_delivers_what_local_mode_delivers(
     bucket = f"cluster-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     upload_folder(s3, real_dir, bucket, "active/")
-    upload_folder(s3, dist / "conf", bucket, "deploy/conf/")  # the configuration make deploy uploads
+    # the configuration make deploy uploads, with the test session's small-data settings (two
+    # single-core executors: 2 shuffle partitions, Delta's log read in one)
+    conf = tmp_path / "conf"
+    shutil.copytree(dist / "conf", conf)
+    settings_yaml = yaml.safe_load((conf / "settings.yaml").read_text())
+    settings_yaml["spark"].update(
+        {"spark.sql.shuffle.partitions": "2", "spark.databricks.delta.snapshotPartitions": "1"}
+    )
+    (conf / "settings.yaml").write_text(yaml.safe_dump(settings_yaml))
+    upload_folder(s3, conf, bucket, "deploy/conf/")
 
     dbname = f"t_cluster_{uuid.uuid4().hex[:8]}"
     with pg_server.target().connect(autocommit=True) as conn:
