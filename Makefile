@@ -24,6 +24,7 @@ help: ## list the targets
 
 $(INSTALLED): setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, {sys.version.split()[0]} found: make PYTHON=/path/to/python3.11"'
+	rm -rf leadpipe.egg-info  # metadata of the layout before lib/leadpipe/ (it would shadow the real one)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -59,10 +60,10 @@ bench: $(INSTALLED) $(SPARK_DEFAULTS) ## benchmark 100k, 1M and 10M-row weeks, t
 maintain: $(INSTALLED) $(SPARK_DEFAULTS) ## OPTIMIZE and VACUUM the warehouse's Delta tables (WAREHOUSE=dir to choose)
 	$(BIN)/leads-maintain --warehouse "$(WAREHOUSE)"
 
-package: $(INSTALLED) ## build dist/ for EMR: the wheel (configs inside), requirements, entry scripts, Delta and PostgreSQL jars, bootstrap action, MANIFEST.json
+package: $(INSTALLED) ## build dist/ for EMR: the wheel (configs inside), requirements, entry scripts, Delta and PostgreSQL jars, bootstrap action, conf (LEADPIPE_CONF_DIR, else conf/), MANIFEST.json
 	$(BIN)/python -m leadpipe.package build --dist dist
 
-deploy: package ## upload dist/ to settings emr.deploy_uri (DEPLOY_URI=s3://bucket/prefix/ to choose; DRY_RUN=1 prints the plan, calls no AWS API)
+deploy: $(INSTALLED) ## upload dist/ as make package built it to settings emr.deploy_uri (DEPLOY_URI=s3://bucket/ to choose) and delete what its wheels/ jars/ jobs/ conf/ bootstrap/ hold beyond it; DRY_RUN=1 prints the uploads, calls no AWS API
 	$(BIN)/python -m leadpipe.package deploy --dist dist $(if $(DEPLOY_URI),--deploy-uri $(DEPLOY_URI)) $(if $(DRY_RUN),--dry-run)
 
 lint: $(INSTALLED) ## ruff check and format check

@@ -15,7 +15,7 @@
 # Bootstrap actions run before EMR installs Spark: nothing here imports pyspark. The job checks
 # the configuration (errors naming file and key) when the step starts.
 # The weekly step (`leads-emr`) runs spark-submit with spark.pyspark.python set to that venv
-# and --conf-dir $LEADPIPE_HOME/conf. Any failure fails the bootstrap action, and so the cluster.
+# and --conf-dir /opt/leadpipe/conf (leadpipe.emr.NODE_HOME: keep LEADPIPE_HOME unset on EMR). Any failure fails the bootstrap action, and so the cluster.
 # Set LEADPIPE_PYTHON to use another interpreter, LEADPIPE_AWS to use another aws command line.
 set -euo pipefail
 

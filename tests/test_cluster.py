@@ -144,7 +144,7 @@ def test_packaged_job_on_a_standalone_cluster_delivers_what_local_mode_delivers(
         conn.execute(f'CREATE DATABASE "{dbname}"')
     on_cluster = pg_server.target(dbname)
 
-    work = tmp_path / "elsewhere"  # not the checkout: nothing may depend on its layout
+    work = tmp_path / "elsewhere"  # not the checkout: no conf/, no jobs/, no lib/ beside the job
     work.mkdir()
     cmd = [
         "spark-submit",

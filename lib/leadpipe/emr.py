@@ -8,7 +8,10 @@ Guarantees:
   ``make deploy`` uploaded (``<deploy_uri>jars/*.jar``: Delta and the PostgreSQL driver; EMR
   brings Spark, Hadoop and S3; deploy removes jars of earlier deploys), the deployed package as
   ``--py-files`` (so a step added to a long-running cluster runs the code deployed with its entry
-  script, not the wheel its bootstrap installed), the Delta settings, settings' ``spark_submit``
+  script, not the wheel its bootstrap installed; its configuration and Python requirements stay
+  those of the bootstrap: redeployed settings, sources or requirements reach a cluster only when
+  it starts, which is every week for the transient cluster of the Step Functions template), the
+  Delta settings, settings' ``spark_submit``
   (driver memory, read only at launch) as ``--conf``, the Python of the venv the bootstrap action
   made on every node (:data:`NODE_HOME`), and the job's arguments: input, warehouse, archive, the
   database URL (refused if it holds a password) and the conf folder the bootstrap action wrote.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -121,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         "'postgres.url'; with --cluster-id, add it to that running cluster with boto3 and print the step id.",
     )
     p.add_argument("--conf-dir", help="configuration folder or S3 URI (default: $LEADPIPE_CONF_DIR, else packaged)")
-    p.add_argument("--db-url", help="postgresql://user@host:port/db (default: settings postgres.url); no password")
+    p.add_argument(
+        "--db-url",
+        default=os.environ.get("LEADPIPE_DB_URL"),
+        help="postgresql://user@host:port/db (default: $LEADPIPE_DB_URL, else settings postgres.url); no password",
+    )
     p.add_argument("--cluster-id", help="add the step to this running EMR cluster (j-...)")
     p.add_argument("--region", help="the cluster's region (default: the AWS configuration's)")
     args = p.parse_args(argv)

