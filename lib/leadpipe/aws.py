@@ -24,6 +24,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def s3_location(uri: str) -> tuple[str, str]:
+    """(bucket, key prefix) of ``s3://bucket/some/folder`` (or ``s3a://``): the prefix is empty or
+    ends in exactly one slash, however many the URI has."""
+    bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
 def _arn_region(name: str) -> str | None:
     """The region of an ARN (``arn:aws:sns:us-east-1:...``), else ``AWS_REGION`` (the variable
     the other AWS SDKs read; None lets boto3 use ``AWS_DEFAULT_REGION`` and its config files)."""

@@ -379,7 +379,7 @@ def maintain_main(argv: list[str] | None = None) -> int:
     conf_dir = resolve_conf_dir(args.conf_dir)
     settings = load_settings(conf_dir)
     warehouse = args.warehouse or settings.warehouse
-    warehouse = warehouse if "://" in warehouse else _local_path(warehouse)
+    warehouse = _local_path(warehouse)
     from leadpipe.deliver import ensure_tables
     from leadpipe.pipeline import new_run_id
     from leadpipe.runs import RunLock, RunLocked

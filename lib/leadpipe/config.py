@@ -26,7 +26,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from leadpipe.aws import s3_location
 from leadpipe.canonical import BUSINESS_COLUMNS, FACILITY_TYPES
+from leadpipe.postgres import check_url
 from leadpipe.standardize import RULES
 
 CONF_ENV = "LEADPIPE_CONF_DIR"
@@ -329,15 +331,8 @@ class PostgresSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _no_password(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from urllib.parse import urlparse
-
-        parsed = urlparse(value)
-        if parsed.scheme not in ("postgresql", "postgres"):
-            raise ValueError(f"must look like postgresql://user@host:port/db, got scheme {parsed.scheme!r}")
-        if parsed.password is not None:
-            raise ValueError("must not contain a password (PGPASSWORD or postgres.password_secret hold it)")
+        if value is not None:
+            check_url(value)
         return value
 
 
@@ -572,8 +567,7 @@ def _download_s3_conf(uri: str) -> Path:
     """Copy ``settings.yaml`` and ``sources/*.yaml`` below ``uri`` to a local temporary folder."""
     import boto3
 
-    bucket, _, prefix = uri.split("://", 1)[1].partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    bucket, prefix = s3_location(uri)
     target = _scratch_folder("leadpipe-conf-")
     client = boto3.client("s3")
     keys = []

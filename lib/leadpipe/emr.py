@@ -33,14 +33,9 @@ import os
 import sys
 from typing import Any
 
+from leadpipe.aws import s3_location
 from leadpipe.config import ConfigError, Settings, load_settings, resolve_conf_dir
-
-#: What the step sets besides settings' spark_submit: Delta's session extension and catalog (the
-#: job sets them too; on the command line they are in force before any code runs).
-DELTA_CONF = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-}
+from leadpipe.session import DELTA_CONF
 
 
 def _required(settings: Settings, value: str | None, key: str) -> str:
@@ -63,9 +58,10 @@ NODE_HOME = "/opt/leadpipe"
 
 
 def s3_folder(uri: str) -> str:
-    """``uri`` with exactly one trailing slash: deploy, the step and the bootstrap action agree on
-    the keys below it."""
-    return uri.rstrip("/") + "/"
+    """``uri`` as the folder deploy writes (:func:`~leadpipe.aws.s3_location`): the step and
+    deploy agree on the keys below it however many slashes it ends in."""
+    bucket, prefix = s3_location(uri)
+    return f"s3://{bucket}/{prefix}"
 
 
 def step_arguments(settings: Settings, db_url: str | None = None) -> list[str]:
@@ -79,6 +75,7 @@ def step_arguments(settings: Settings, db_url: str | None = None) -> list[str]:
     db_url = _required(settings, db_url or settings.postgres.url, "postgres.url")
     _check_db_url(db_url)
     python = f"{NODE_HOME}/venv/bin/python"
+    # Delta's extension and catalog (the job sets them too; here they are in force before any code runs)
     conf = {**DELTA_CONF, **settings.spark_submit, "spark.pyspark.python": python}  # driver and executors
     args = ["spark-submit", "--deploy-mode", "cluster", "--master", "yarn", "--jars", f"{deploy}jars/*.jar"]
     args += ["--py-files", f"{deploy}wheels/leadpipe.zip"]
@@ -98,7 +95,7 @@ def _check_db_url(db_url: str) -> None:
     try:
         DbTarget.from_url(db_url, password="")
     except ValueError as exc:
-        raise ConfigError(f"postgres.url / --db-url: {exc}") from None
+        raise ConfigError(f"postgres.url / {exc}") from None  # exc names --db-url
 
 
 def weekly_step(settings: Settings, db_url: str | None = None) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from leadpipe.aws import s3_location
 from leadpipe.config import ConfigError, load_settings, load_sources, resolve_conf_dir
 
 #: Runtime requirements an EMR node does not install: EMR brings Spark (and its pyspark); the
@@ -166,8 +167,7 @@ def deploy(dist: Path, deploy_uri: str, dry_run: bool = False) -> list[dict[str,
         raise ConfigError(f"deploy URI {deploy_uri!r}: an s3:// URI expected (the bootstrap action reads it)")
     if not (dist / "MANIFEST.json").is_file():
         raise ConfigError(f"{dist}: no MANIFEST.json: run `make package` first")
-    bucket, _, prefix = deploy_uri.split("://", 1)[1].partition("/")
-    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    bucket, prefix = s3_location(deploy_uri)
     manifest = json.loads((dist / "MANIFEST.json").read_text(encoding="utf-8"))
     plan = []
     for rel, entry in [*manifest["files"].items(), ("MANIFEST.json", None)]:
@@ -177,10 +177,9 @@ def deploy(dist: Path, deploy_uri: str, dry_run: bool = False) -> list[dict[str,
             raise ConfigError(
                 f"{path}: changed since `make package` (SHA-256 differs from MANIFEST.json): run it again"
             )
-        key = prefix + rel
-        size = path.stat().st_size
-        plan.append({"action": "upload", "file": rel, "key": key, "uri": f"s3://{bucket}/{key}", "bytes": size})
-        plan[-1]["sha256"] = digest
+        key, size = prefix + rel, path.stat().st_size
+        uri = f"s3://{bucket}/{key}"
+        plan.append({"action": "upload", "file": rel, "key": key, "uri": uri, "bytes": size, "sha256": digest})
     if dry_run:
         return plan
     client = _s3_client()

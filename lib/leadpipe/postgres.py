@@ -39,6 +39,16 @@ class DatabaseUnreachable(RuntimeError):
     """PostgreSQL could not be reached after the configured attempts."""
 
 
+def check_url(url: str) -> None:
+    """A delivery URL is ``postgresql://user@host:port/db`` and never holds a password (it would
+    be logged, shown in a step's arguments or committed in settings); ValueError otherwise."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"must look like postgresql://user@host:port/db, got scheme {parsed.scheme!r}")
+    if parsed.password is not None:
+        raise ValueError("must not contain a password: set PGPASSWORD in the environment")
+
+
 @dataclass(frozen=True)
 class DbTarget:
     host: str
@@ -52,11 +62,11 @@ class DbTarget:
 
     @classmethod
     def from_url(cls, url: str, password: str | None = None) -> DbTarget:
+        try:
+            check_url(url)
+        except ValueError as exc:
+            raise ValueError(f"--db-url {exc}") from None
         parsed = urlparse(url)
-        if parsed.scheme not in ("postgresql", "postgres"):
-            raise ValueError(f"--db-url must look like postgresql://user@host:port/db, got scheme {parsed.scheme!r}")
-        if parsed.password:
-            raise ValueError("--db-url must not contain a password: set PGPASSWORD in the environment")
         dbname = unquote(parsed.path.lstrip("/")) or "postgres"
         params = parse_qsl(parsed.query, keep_blank_values=True)
         unknown = sorted({k for k, _ in params} - set(TLS_PARAMS))

@@ -23,9 +23,14 @@ from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-BASE_CONF = {
+#: Delta's session extension and catalog (also on the EMR step's command line: emr.py)
+DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+BASE_CONF = {
+    **DELTA_CONF,
     "spark.sql.ansi.enabled": "true",
     # Spark 4 CSV accepts only a few charsets unless this is on (cp1252 agency exports).
     "spark.sql.legacy.javaCharsets": "true",
