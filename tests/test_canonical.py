@@ -4,7 +4,15 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
-from leadpipe.canonical import LEAD_COLUMNS, identity_value, lead_id, lead_id_for, map_to_canonical
+from leadpipe.canonical import (
+    LEAD_COLUMNS,
+    identity_value,
+    lead_id,
+    lead_id_for,
+    map_to_canonical,
+    raw_hash,
+    raw_hash_of,
+)
 from leadpipe.read import META_COLUMNS
 
 
@@ -112,6 +120,22 @@ def test_texas_row_maps_to_every_canonical_column(spark, sources):
     assert got["raw"]["Operation/Caregiver Name"] == 'K" Street Learning Center LLC"'
     assert got["dq_issues"] == []
     assert got["extras"] is None  # the file has no column beyond the config's
+
+
+def test_raw_hash_of_columns_equals_the_hash_of_their_sorted_map(spark):
+    """raw_hash_of sorts the columns once, in Python; stored raw_hash values were made from the
+    map's entries sorted by Spark on every row: the two must give the same hash, or every
+    stored standardization would stop being reused."""
+    cols = ["Zip", "address", "City", "Phone#", "\u00e9cole", "a b", "_x", "Z"]
+    rows = [
+        ("01234", '12 "Main" St\\', None, "(702) 555-0100", "caf\u00e9", "", "\u2003", "tab\there\nline"),
+        (None, None, None, None, None, None, None, None),
+    ]
+    df = spark.createDataFrame(rows, ", ".join(f"`{c}` string" for c in cols))
+    mapped = F.map_from_arrays(F.array(*[F.lit(c) for c in cols]), F.array(*[F.col(f"`{c}`") for c in cols]))
+    got = df.select(raw_hash_of(cols).alias("fast"), raw_hash(mapped).alias("map")).collect()
+    assert [r.fast for r in got] == [r.map for r in got]
+    assert got[0].fast != got[1].fast
 
 
 def test_record_hash_ignores_lineage_but_sees_business_fields(spark, sources):

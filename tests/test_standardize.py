@@ -42,8 +42,8 @@ def apply(
     df = spark.createDataFrame(rows, schema)
     spec = RULES[rule]
     context = {"snapshot_date": F.lit(snapshot)} if snapshot is not None else {}
-    out = spec.fn(
-        [clean(F.col(f"c{i}")) for i in range(width)], spec.params_model.model_validate(params or {}), **context
+    df, out = spec.evaluate(
+        df, [clean(F.col(f"c{i}")) for i in range(width)], spec.params_model.model_validate(params or {}), **context
     )
     return df.select(*[out[s].alias(s) for s in (slots or list(spec.outputs))])
 

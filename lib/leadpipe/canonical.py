@@ -215,10 +215,19 @@ def lead_id_for(source: str, key_parts: list[str], after_last: str | None = None
 
 def raw_hash(raw_map: Column) -> Column:
     """Hash of the values as the agency wrote them (entries sorted, so column order does not
-    matter): tells an agency's change from a rule change. ``map_to_canonical`` passes the map of
-    the source's configured columns only: a column the config does not list (``extras``) cannot
-    change a standardized field, so it does not make a lead changed."""
+    matter): tells an agency's change from a rule change. ``map_to_canonical`` hashes the
+    source's configured columns only (:func:`raw_hash_of`, the same value): a column the config
+    does not list (``extras``) cannot change a standardized field, so it does not make a lead
+    changed."""
     return F.sha2(F.to_json(F.array_sort(F.map_entries(raw_map))), 256)
+
+
+def raw_hash_of(columns: list[str]) -> Column:
+    """:func:`raw_hash` of the map of ``columns`` (name -> value), without building the map and
+    sorting its entries on every row: the entries are put in key order once, here (Python's
+    string order is Spark's: code points, as UTF-8 bytes compare)."""
+    entries = [F.struct(F.lit(c).alias("key"), column(c).alias("value")) for c in sorted(columns)]
+    return F.sha2(F.to_json(F.array(*entries)), 256)
 
 
 def record_hash(columns: list[str] | None = None) -> Column:
@@ -272,13 +281,13 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
     configured = [c for c in columns if c in set(cfg.columns)]
     extra = [c for c in columns if c not in set(cfg.columns)]
     raw_map = _column_map(columns)
-    key_parts = [identity_value(raw_map[c], cfg.identity.after_last) for c in cfg.identity.columns]
+    key_parts = [identity_value(column(c), cfg.identity.after_last) for c in cfg.identity.columns]
     # internal names: a source column called "raw" or "lead_id" must not be shadowed
     raw = raw.withColumn(_RAW, raw_map)
     extras = F.transform_values(_column_map(extra), lambda _k, v: F.translate(v, "\x00", "")) if extra else None
     raw = raw.withColumn(_EXTRAS, extras if extra else F.lit(None).cast(EXTRAS_TYPE))  # jsonb cannot hold NUL
     raw = raw.withColumn(_ID, lead_id(F.lit(cfg.id), key_parts))
-    raw = raw.withColumn(_RAW_HASH, raw_hash(_column_map(configured)))
+    raw = raw.withColumn(_RAW_HASH, raw_hash_of(configured))
     version = cfg.rules_version()
     reuse = None
     kept = [name for name in BUSINESS_COLUMNS] + [ISSUES_COLUMN]

@@ -116,6 +116,24 @@ class RuleSpec:
     doc: str = ""
     #: the rule takes keyword ``snapshot_date`` (a DATE Column; None: today), see apply_rules
     snapshot_date: bool = False
+    #: steps evaluated before ``fn``, each in a projection of its own: a step maps the columns it
+    #: gets (the cleaned inputs, then the previous step's) to new columns, and ``fn`` gets the
+    #: last step's. A value that an expression needs several times is computed once that way:
+    #: Spark repeats a sub-expression in every place it is used, so ``when(n >= 0, n)`` on a
+    #: parsed ``n`` parses twice, and nested rules double at every level.
+    prepare: tuple[Callable[..., list[Column]], ...] = ()
+
+    def evaluate(
+        self, df: DataFrame, inputs: list[Column], params: BaseModel, **context: Column
+    ) -> tuple[DataFrame, dict[str, Column]]:
+        """This rule alone on ``df``: (``df`` with its prepared columns, the rule's outputs)."""
+        cols = inputs
+        for i, step in enumerate(self.prepare):
+            made = step(cols, params, **context)
+            names = [f"__prep_{self.name}_{i}_{k}" for k in range(len(made))]
+            df = df.select("*", *[c.alias(n) for c, n in zip(made, names, strict=True)])
+            cols = [F.col(n) for n in names]
+        return df, self.fn(cols, params, **context)
 
 
 RULES: dict[str, RuleSpec] = {}
@@ -151,10 +169,11 @@ def rule(
     arity: int | None = 1,
     optional: tuple[str, ...] = (),
     snapshot_date: bool = False,
+    prepare: tuple[Callable[..., list[Column]], ...] = (),
 ):
     def register(fn):
         doc = (fn.__doc__ or "").strip()
-        RULES[name] = RuleSpec(name, fn, outputs, params, arity, optional, doc, snapshot_date)
+        RULES[name] = RuleSpec(name, fn, outputs, params, arity, optional, doc, snapshot_date, prepare)
         return fn
 
     return register
@@ -165,16 +184,27 @@ def rule(
 
 def clean(col: Column) -> Column:
     """Trim, fold runs of blanks (and NUL bytes) to one space, keep line breaks as ``\n`` (a multi-line cell can
-    carry meaning, e.g. name then title), sentinels -> NULL."""
-    c = F.regexp_replace(col.cast("string"), r"[ \t\u00a0\x00]+", " ")  # NUL too: PostgreSQL cannot store it
-    c = F.regexp_replace(c, r" ?(\r\n|\r|\n) ?", "\n")
-    c = F.regexp_replace(c, r"^[\s]+|[\s]+$", "")
-    return F.when(F.upper(c).isin(*NULL_SENTINELS), F.lit(None)).otherwise(c)
+    carry meaning, e.g. name then title), sentinels -> NULL.
+
+    Most cells need none of that: a cell with no tab, no-break space, NUL, line break, vertical
+    tab or form feed, no double space and no space at either end is already clean, and only the
+    sentinel check runs on it. The regular expressions run on the other cells alone (they were
+    most of the rules' cost, evaluated on every input cell of every row)."""
+    c = col.cast("string")
+    needs_work = c.contains("  ") | c.startswith(" ") | c.endswith(" ") | c.rlike(r"[\t\u00a0\x00\r\n\x0b\x0c]")
+    full = F.regexp_replace(c, r"[ \t\u00a0\x00]+", " ")  # NUL too: PostgreSQL cannot store it
+    full = F.regexp_replace(full, r" ?(\r\n|\r|\n) ?", "\n")
+    full = F.regexp_replace(full, r"^[\s]+|[\s]+$", "")
+    return (
+        F.when(needs_work, F.when(~F.upper(full).isin(*NULL_SENTINELS), full))
+        .when(F.upper(c).isin(*NULL_SENTINELS), F.lit(None))
+        .otherwise(c)
+    )
 
 
 def one_line(col: Column) -> Column:
-    """Line breaks folded to single spaces."""
-    return F.regexp_replace(col, r"\s*\n\s*", " ")
+    """Line breaks folded to single spaces (``col`` is read twice: pass a column, not a long expression)."""
+    return F.when(col.contains("\n"), F.regexp_replace(col, r"\s*\n\s*", " ")).otherwise(col)
 
 
 def _null_if_empty(col: Column) -> Column:
@@ -196,7 +226,13 @@ def repair_quotes(col: Column) -> Column:
     The raw statewide Texas export wraps a value that contains quotes in one more pair
     (``""K" Street Learning Center LLC"``), and Excel-style re-exports lose the leading quote
     (``K" Street Learning Center LLC"``). Both become ``"K" Street Learning Center LLC``.
+    ``col`` is read many times: pass a column, not a long expression.
     """
+    folded = F.trim(F.regexp_replace(col, r"\s+", " "))
+    return F.when(col.contains('"'), _repaired_quotes(col)).otherwise(folded)  # most names have no quote
+
+
+def _repaired_quotes(col: Column) -> Column:
     quotes = F.length(col) - F.length(F.regexp_replace(col, '"', ""))
     inner = F.regexp_extract(col, r'^"(.*)"$', 1)
     inner_quotes = F.length(inner) - F.length(F.regexp_replace(inner, '"', ""))
@@ -220,14 +256,25 @@ class TextParams(_Params):
     strip_pattern: str | None = None
 
 
-@rule("text", params=TextParams)
+def _text_line(cols: list[Column], p: TextParams) -> list[Column]:
+    c = one_line(cols[0])
+    return [F.regexp_replace(c, p.strip_pattern, "") if p.strip_pattern else c]
+
+
+def _text_clean(cols: list[Column], p: TextParams) -> list[Column]:
+    return [clean(cols[0]) if p.strip_pattern else cols[0]]
+
+
+def _text_repair(cols: list[Column], p: TextParams) -> list[Column]:
+    return [repair_quotes(cols[0]) if p.repair_quotes else cols[0]]
+
+
+@rule("text", params=TextParams, prepare=(_text_line, _text_clean, _text_repair))
 def text(cols: list[Column], p: TextParams) -> dict[str, Column]:
     """Trimmed text with white space folded; optional case and quote repair."""
-    c = one_line(cols[0])
-    if p.strip_pattern:
-        c = clean(F.regexp_replace(c, p.strip_pattern, ""))
+    c = cols[0]  # one line, stripped and cleaned, quotes repaired (the prepare steps)
     if p.repair_quotes:
-        c = _null_if_empty(repair_quotes(c))
+        c = _null_if_empty(c)
     return {"value": _case(c, p.case)}
 
 
@@ -237,11 +284,14 @@ class RegexParams(_Params):
     case: str = Field("keep", pattern="^(keep|upper|lower|title)$")
 
 
-@rule("regex_extract", params=RegexParams)
+def _regex_group(cols: list[Column], p: RegexParams) -> list[Column]:
+    return [F.regexp_extract(cols[0], p.pattern, p.group)]
+
+
+@rule("regex_extract", params=RegexParams, prepare=(_regex_group,))
 def regex_extract(cols: list[Column], p: RegexParams) -> dict[str, Column]:
     """The regex group of the value; NULL (a failure) when the pattern does not match."""
-    value = clean(F.regexp_extract(cols[0], p.pattern, p.group))
-    return {"value": _case(value, p.case)}
+    return {"value": _case(clean(cols[0]), p.case)}
 
 
 @rule("state")
@@ -287,7 +337,14 @@ class IntegerParams(_Params):
 _GROUPED = r"^[+-]?\d{1,3}(?:[, ]\d{3})+(?:\.0+)?$"
 
 
-@rule("integer", params=IntegerParams)
+def _integer_value(cols: list[Column], p: IntegerParams) -> list[Column]:
+    c = cols[0]
+    c = F.when(c.rlike(_GROUPED), F.regexp_replace(c, r"[, ]", "")).otherwise(c)
+    c = F.regexp_replace(c, r"^([+-]?\d+)\.0+$", "$1")
+    return [F.when(c.rlike(r"^[+-]?[0-9]+$"), c.try_cast("int"))]
+
+
+@rule("integer", params=IntegerParams, prepare=(_integer_value,))
 def integer(cols: list[Column], p: IntegerParams) -> dict[str, Column]:
     """Whole count: ``1,200`` and ``12.0`` read as 1200 and 12; 0 is a sentinel by default.
 
@@ -296,17 +353,15 @@ def integer(cols: list[Column], p: IntegerParams) -> dict[str, Column]:
     ``min`` is 0 by default (a negative count is garbage); the bound for absurd values is the
     source's own, set in its config (``params: {min: 1, max: 2000}`` for a capacity).
     """
-    c = cols[0]
-    c = F.when(c.rlike(_GROUPED), F.regexp_replace(c, r"[, ]", "")).otherwise(c)
-    c = F.regexp_replace(c, r"^([+-]?\d+)\.0+$", "$1")
-    n = F.when(c.rlike(r"^[+-]?[0-9]+$"), c.try_cast("int"))
+    n = cols[0]  # the number as read (prepared once: _integer_value)
+    ok = F.lit(True)
     if p.zero_is_null:
-        n = F.when(n != 0, n)
+        ok = ok & (n != 0)
     if p.min is not None:
-        n = F.when(n >= p.min, n)
+        ok = ok & (n >= p.min)
     if p.max is not None:
-        n = F.when(n <= p.max, n)
-    return {"value": n}
+        ok = ok & (n <= p.max)
+    return {"value": F.when(ok, n)}
 
 
 class DateParams(_Params):
@@ -331,7 +386,23 @@ def _century(parsed: Column, reference: Column, max_ahead: int) -> Column:
     return F.try_to_date(text, "yyyy-MM-dd")
 
 
-@rule("date", params=DateParams, snapshot_date=True)
+def _date_text(cols: list[Column], p: DateParams, snapshot_date: Column | None = None) -> list[Column]:
+    c = cols[0]
+    if p.pattern:
+        c = _null_if_empty(F.regexp_extract(c, p.pattern, 1))
+    return [F.regexp_replace(c, r"\s+\d{1,2}:\d{2}(:\d{2})?(\s*[AaPp][Mm])?$", "")]  # drop a time part
+
+
+def _date_parsed(cols: list[Column], p: DateParams, snapshot_date: Column | None = None) -> list[Column]:
+    reference = F.current_date() if snapshot_date is None else F.coalesce(snapshot_date, F.current_date())
+    tries = []
+    for fmt in p.formats:
+        parsed = F.try_to_date(cols[0], fmt)
+        tries.append(_century(parsed, reference, p.two_digit_year_max_ahead) if two_digit_year_format(fmt) else parsed)
+    return [F.coalesce(*tries)]
+
+
+@rule("date", params=DateParams, snapshot_date=True, prepare=(_date_text, _date_parsed))
 def date(cols: list[Column], p: DateParams, snapshot_date: Column | None = None) -> dict[str, Column]:
     """Typed date from any of ``formats`` (tried in order), optionally after a regex extract.
 
@@ -345,16 +416,7 @@ def date(cols: list[Column], p: DateParams, snapshot_date: Column | None = None)
     ``44`` -> 1944, ``85`` -> 1985. The snapshot date is the rows' ``_snapshot_date`` (apply_rules);
     called without one, the rule uses today's date.
     """
-    reference = F.current_date() if snapshot_date is None else F.coalesce(snapshot_date, F.current_date())
-    c = cols[0]
-    if p.pattern:
-        c = _null_if_empty(F.regexp_extract(c, p.pattern, 1))
-    c = F.regexp_replace(c, r"\s+\d{1,2}:\d{2}(:\d{2})?(\s*[AaPp][Mm])?$", "")  # drop a time part
-    tries = []
-    for fmt in p.formats:
-        parsed = F.try_to_date(c, fmt)
-        tries.append(_century(parsed, reference, p.two_digit_year_max_ahead) if two_digit_year_format(fmt) else parsed)
-    parsed = F.coalesce(*tries)
+    parsed = cols[0]  # the first format that reads the text (prepared once: _date_text, _date_parsed)
     return {"value": F.when(parsed >= F.lit(p.earliest).cast("date"), parsed)}
 
 
@@ -391,18 +453,24 @@ class SplitParams(_Params):
     case_type: str = Field("keep", pattern="^(keep|upper|lower|title)$")
 
 
-@rule("license_split", outputs=("license_type", "license_number"), params=SplitParams)
+def _license_parts(cols: list[Column], p: SplitParams) -> list[Column]:
+    c = cols[0]
+    sep = p.separator
+    has_sep = F.instr(c, sep) > 0
+    after = F.substring_index(c, sep, -1)  # after the last separator
+    before = F.left(c, F.length(c) - F.length(after) - F.lit(len(sep)))
+    has_digit = c.rlike(r"\d")
+    return [F.when(has_sep, before).when(~has_digit, c), F.when(has_sep, after).when(has_digit, c)]
+
+
+@rule("license_split", outputs=("license_type", "license_number"), params=SplitParams, prepare=(_license_parts,))
 def license_split(cols: list[Column], p: SplitParams) -> dict[str, Column]:
     """``CHILD CARE FAMILY - K820055232`` -> type ``CHILD CARE FAMILY``, number ``K820055232``.
 
     The number is the part after the LAST separator; a value without one is a number alone
     when it has a digit, else a type alone.
     """
-    c = cols[0]
-    sep = re.escape(p.separator)
-    has_sep = c.rlike(sep)
-    number = F.when(has_sep, F.regexp_extract(c, f"^.*{sep}(.*)$", 1)).when(c.rlike(r"\d"), c)
-    ltype = F.when(has_sep, F.regexp_extract(c, f"^(.*){sep}.*$", 1)).when(~c.rlike(r"\d"), c)
+    ltype, number = cols  # split once (_license_parts)
     return {"license_type": _case(clean(ltype), p.case_type), "license_number": clean(number)}
 
 
@@ -413,17 +481,28 @@ class StreetParams(_Params):
     case: str = Field("upper", pattern="^(keep|upper|lower|title)$")
 
 
-@rule("street_unit", outputs=("address1", "address2"), params=StreetParams, arity=None, optional=("address2",))
+def _street_lines(cols: list[Column], p: StreetParams) -> list[Column]:
+    return [one_line(c) for c in cols]
+
+
+@rule(
+    "street_unit",
+    outputs=("address1", "address2"),
+    params=StreetParams,
+    arity=None,
+    optional=("address2",),
+    prepare=(_street_lines,),
+)
 def street_unit(cols: list[Column], p: StreetParams) -> dict[str, Column]:
     """Street line -> street and unit when a unit designator can be separated
     (``401 FM 685 STE 104`` -> ``401 FM 685`` + ``STE 104``); a second column, when given, is
     the source's own unit field and wins."""
-    c = one_line(cols[0])
+    c = cols[0]
     has_unit = c.rlike(_UNIT_SPLIT)
     street = F.when(has_unit, F.regexp_extract(c, _UNIT_SPLIT, 1)).otherwise(c)
     unit = F.when(has_unit, F.regexp_extract(c, _UNIT_SPLIT, 2))
     if len(cols) > 1:
-        unit = F.coalesce(one_line(cols[1]), unit)
+        unit = F.coalesce(cols[1], unit)
     return {"address1": _case(street, p.case), "address2": _case(unit, p.case)}
 
 
@@ -475,22 +554,27 @@ class AgeFlagParams(_Params):
     true_values: list[str] = Field(default_factory=lambda: ["Y", "YES", "TRUE", "1", "X"])
 
 
+def _age_flag_values(cols: list[Column], p: AgeFlagParams) -> list[Column]:
+    if len(cols) != len(p.bands) or set(p.bands) - set(AGE_BANDS):
+        raise ValueError(f"age_flags: one column per band of {list(AGE_BANDS)}, got bands {p.bands}")
+    flags = {b: F.lit(False) for b in AGE_BANDS}
+    for band, col in zip(p.bands, cols, strict=True):
+        flags[band] = F.coalesce(F.upper(col).isin(*p.true_values), F.lit(False))
+    return [flags[b] for b in AGE_BANDS]
+
+
 @rule(
     "age_flags",
     outputs=("ages_served", "min_age", "max_age"),
     params=AgeFlagParams,
     arity=None,
     optional=("max_age",),  # NULL by definition when School-age is served
+    prepare=(_age_flag_values,),
 )
 def age_flags(cols: list[Column], p: AgeFlagParams) -> dict[str, Column]:
     """One Y/N column per band (Texas ``Infant``, ``Toddler``, ``Preschool``, ``School``), in the
     order of ``bands``."""
-    if len(cols) != len(p.bands) or set(p.bands) - set(AGE_BANDS):
-        raise ValueError(f"age_flags: one column per band of {list(AGE_BANDS)}, got bands {p.bands}")
-    flags = {b: F.lit(False) for b in AGE_BANDS}
-    for band, col in zip(p.bands, cols, strict=True):
-        flags[band] = F.coalesce(F.upper(col).isin(*p.true_values), F.lit(False))
-    return _bands_outputs(flags)
+    return _bands_outputs(dict(zip(AGE_BANDS, cols, strict=True)))  # flags in AGE_BANDS order (_age_flag_values)
 
 
 class AgeLabelParams(_Params):
@@ -504,24 +588,29 @@ class AgeLabelParams(_Params):
     )
 
 
+def _age_label_values(cols: list[Column], p: AgeLabelParams) -> list[Column]:
+    flags = []
+    for band in AGE_BANDS:
+        hit = F.lit(False)
+        if band in p.labels:
+            for col in cols:
+                hit = hit | F.coalesce(col.rlike(f"(?i){p.labels[band]}"), F.lit(False))
+        flags.append(hit)
+    return flags
+
+
 @rule(
     "age_labels",
     outputs=("ages_served", "min_age", "max_age"),
     params=AgeLabelParams,
     arity=None,
     optional=("max_age",),
+    prepare=(_age_label_values,),
 )
 def age_labels(cols: list[Column], p: AgeLabelParams) -> dict[str, Column]:
     """Band labels read by value across any number of columns (Oklahoma ``Ages Accepted 1``..,
     ``Infants (0-11 months)``); a label may sit in any of them, or twice."""
-    flags = {}
-    for band in AGE_BANDS:
-        hit = F.lit(False)
-        if band in p.labels:
-            for col in cols:
-                hit = hit | F.coalesce(col.rlike(f"(?i){p.labels[band]}"), F.lit(False))
-        flags[band] = hit
-    return _bands_outputs(flags)
+    return _bands_outputs(dict(zip(AGE_BANDS, cols, strict=True)))  # flags in AGE_BANDS order (_age_label_values)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -537,32 +626,43 @@ def _hhmm(hour: Column, minute: Column, ampm: Column) -> Column:
     return F.concat(F.lpad(h.cast("string"), 2, "0"), F.lit(":"), m)
 
 
-def day_hours(col: Column) -> Column:
-    """One day's cell -> ``HH:MM-HH:MM``, ``closed``, ``00:00-24:00``; NULL when unreadable."""
-    u = F.upper(col)
-    start = _hhmm(
-        F.regexp_extract(col, _TIME_RANGE, 1),
-        F.regexp_extract(col, _TIME_RANGE, 2),
-        F.regexp_extract(col, _TIME_RANGE, 3),
-    )
-    end = _hhmm(
-        F.regexp_extract(col, _TIME_RANGE, 4),
-        F.regexp_extract(col, _TIME_RANGE, 5),
-        F.regexp_extract(col, _TIME_RANGE, 6),
-    )
+def _day_parts(col: Column) -> list[Column]:
+    """One day's cell -> (its upper-case text, start ``HH:MM``, end ``HH:MM``) of a time range."""
+    matched = col.rlike(_TIME_RANGE)
+    start = _hhmm(*[F.regexp_extract(col, _TIME_RANGE, g) for g in (1, 2, 3)])
+    end = _hhmm(*[F.regexp_extract(col, _TIME_RANGE, g) for g in (4, 5, 6)])
+    return [F.upper(col), F.when(matched, start), F.when(matched, end)]
+
+
+def _day_text(upper: Column, start: Column, end: Column) -> Column:
     end = F.when((end == "00:00") | (end == start), F.lit("24:00")).otherwise(end)
     return (
-        F.when(u.isin("CLOSED", "CLOSE", "NONE", "NO"), F.lit("closed"))
-        .when(u.rlike(r"24\s*(HOURS|HRS|H)"), F.lit("00:00-24:00"))
-        .when(col.rlike(_TIME_RANGE), F.concat(start, F.lit("-"), end))
+        F.when(upper.isin("CLOSED", "CLOSE", "NONE", "NO"), F.lit("closed"))
+        .when(upper.rlike(r"24\s*(HOURS|HRS|H)"), F.lit("00:00-24:00"))
+        .when(start.isNotNull(), F.concat(start, F.lit("-"), end))
     )
+
+
+def day_hours(col: Column) -> Column:
+    """One day's cell -> ``HH:MM-HH:MM``, ``closed``, ``00:00-24:00``; NULL when unreadable."""
+    return _day_text(*_day_parts(col))
 
 
 class ScheduleParams(_Params):
     qualifiers: dict[str, str] = Field(default_factory=dict)
 
 
-@rule("schedule", params=ScheduleParams, arity=None)
+def _schedule_parts(cols: list[Column], p: ScheduleParams) -> list[Column]:
+    if len(cols) < 7:
+        raise ValueError("schedule: needs seven day columns, Monday first")
+    return [part for col in cols[:7] for part in _day_parts(col)] + cols[7:]
+
+
+def _schedule_days(cols: list[Column], p: ScheduleParams) -> list[Column]:
+    return [_day_text(*cols[3 * i : 3 * i + 3]) for i in range(7)] + cols[21:]
+
+
+@rule("schedule", params=ScheduleParams, arity=None, prepare=(_schedule_parts, _schedule_days))
 def schedule(cols: list[Column], p: ScheduleParams) -> dict[str, Column]:
     """Seven day columns, Monday first, -> ``Mon-Fri 07:30-17:30; Sat-Sun closed``.
 
@@ -570,43 +670,27 @@ def schedule(cols: list[Column], p: ScheduleParams) -> dict[str, Column]:
     ``qualifiers`` ({regex: text}), appended in order: ``...; Sat-Sun closed; year round``.
     A day that cannot be read makes the whole schedule NULL (a failure), never a guess.
     """
-    if len(cols) < 7:
-        raise ValueError("schedule: needs seven day columns, Monday first")
-    # each day's hours are computed once (transform), then folded into runs of equal days;
-    # referring to the days by index inside the fold would repeat the whole expression
-    days = F.transform(F.array(*cols[:7]), day_hours)
-    names = F.array(*[F.lit(d) for d in DAY_NAMES])
-    run_type = "array<struct<s:int,e:int,v:string>>"
-
-    def fold(acc, day):
-        runs, i = acc["runs"], acc["i"]
-        last = F.element_at(runs, -1)
-        extended = F.concat(
-            F.slice(runs, 1, F.size(runs) - 1),
-            F.array(F.struct(last["s"].alias("s"), i.alias("e"), day.alias("v"))),
-        )
-        started = F.concat(runs, F.array(F.struct(i.alias("s"), i.alias("e"), day.alias("v"))))
-        grown = F.when((F.size(runs) > 0) & (last["v"] == day), extended).otherwise(started)
-        return F.struct(grown.alias("runs"), (i + 1).alias("i"))
-
-    init = F.struct(F.array().cast(run_type).alias("runs"), F.lit(0).alias("i"))
-    runs = F.aggregate(days, init, fold, lambda acc: acc["runs"])
-    text_runs = F.transform(
-        runs,
-        lambda r: F.concat(
-            names[r["s"]],
-            F.when(r["e"] > r["s"], F.concat(F.lit("-"), names[r["e"]])).otherwise(F.lit("")),
-            F.lit(" "),
-            r["v"],
-        ),
-    )
-    parts = [F.array_join(text_runs, "; ")]
+    # each day's hours are computed once, in the prepare steps; the runs of equal days are then
+    # written out with plain comparisons (seven days: no loop, no array, no lambda to interpret)
+    days, rest = cols[:7], cols[7:]
+    runs = []
+    for i, day in enumerate(days):
+        starts = F.lit(True) if i == 0 else day != days[i - 1]
+        last = None  # the run's last day: the day before the first that differs
+        for j in range(i + 1, 7):
+            label = F.lit("" if j == i + 1 else f"-{DAY_NAMES[j - 1]}")
+            last = F.when(days[j] != day, label) if last is None else last.when(days[j] != day, label)
+        suffix = F.lit("") if last is None else last.otherwise(F.lit(f"-{DAY_NAMES[6]}"))
+        runs.append(F.when(starts, F.concat(F.lit(DAY_NAMES[i]), suffix, F.lit(" "), day)))
+    parts = [F.concat_ws("; ", *runs)]
     for pattern, label in p.qualifiers.items():
         hit = F.lit(False)
-        for col in cols[7:]:
+        for col in rest:
             hit = hit | F.coalesce(col.rlike(f"(?i){pattern}"), F.lit(False))
         parts.append(F.when(hit, F.lit(label)))
-    all_read = F.forall(days, lambda d: d.isNotNull())
+    all_read = F.lit(True)
+    for day in days:
+        all_read = all_read & day.isNotNull()
     return {"value": F.when(all_read, F.concat_ws("; ", *parts))}
 
 
@@ -884,6 +968,8 @@ def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     raw_cols = list(raw.columns)
     today = [] if SNAPSHOT_DATE_COLUMN in raw_cols else [F.current_date().alias(SNAPSHOT_DATE_COLUMN)]
     prepared = raw.select("*", *plan.cleaned, *today)
+    for step in plan.steps:  # the rules' prepare steps, one projection per depth (RuleSpec.prepare)
+        prepared = prepared.select("*", *step)
     staged = prepared.select(*[column(c) for c in raw_cols], *plan.structs)
     keep = [column(c) for c in raw_cols]
     return staged.select(*keep, *plan.outputs, plan.issues.alias("dq_issues"))
@@ -892,6 +978,7 @@ def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
 @dataclass(frozen=True)
 class _RulePlan:
     cleaned: list[Column]
+    steps: list[list[Column]]
     structs: list[Column]
     outputs: list[Column]
     issues: Column
@@ -918,13 +1005,22 @@ def _rule_columns(cfg, skip: str | None) -> _RulePlan:
         c = clean(column(name))
         return c if skip is None else F.when(~F.col(skip), c)  # a skipped row's rules see NULLs: nothing to parse
 
+    steps: list[list[Column]] = []
     structs = []
     for i, field in enumerate(cfg.fields):
         spec = RULES[field.rule]
         params = spec.params_model.model_validate(field.params)
         inputs = [F.col(cleaned[name]) for name in field.inputs]
         context = {"snapshot_date": F.col(SNAPSHOT_DATE_COLUMN)} if spec.snapshot_date else {}
-        produced = spec.fn(inputs, params, **context)
+        cols = inputs
+        for depth, step in enumerate(spec.prepare):
+            made = step(cols, params, **context)
+            aliases = [f"__prep{i}_{depth}_{k}" for k in range(len(made))]
+            if len(steps) <= depth:
+                steps.append([])
+            steps[depth].extend(c.alias(a) for c, a in zip(made, aliases, strict=True))
+            cols = [F.col(a) for a in aliases]
+        produced = spec.fn(cols, params, **context)
         structs.append(
             F.struct(
                 *[produced[slot].alias(slot) for slot in field.outputs()],
@@ -952,6 +1048,6 @@ def _rule_columns(cfg, skip: str | None) -> _RulePlan:
                 )
             )
     issue_array = F.filter(F.array(*issues), lambda x: x.isNotNull()) if issues else F.array()
-    plan = _RulePlan([cleaned_input(n).alias(a) for n, a in cleaned.items()], structs, outputs, issue_array)
+    plan = _RulePlan([cleaned_input(n).alias(a) for n, a in cleaned.items()], steps, structs, outputs, issue_array)
     _RULE_PLANS[key] = plan
     return plan
