@@ -697,7 +697,15 @@ def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame,
     previous = run.applied.previous(sid)
     with run.state.timed("merge"):
         result = merge_source_snapshot(
-            run.spark, run.wh.leads, valid, sid, d, run.state.run_id, metadata, run.settings.delta_commit_attempts
+            run.spark,
+            run.wh.leads,
+            valid,
+            sid,
+            d,
+            run.state.run_id,
+            metadata,
+            run.settings.delta_commit_attempts,
+            first=sid not in run.applied.latest,  # the table holds no lead of it: insert clause only
         )
     if result.skipped:  # another writer applied this or a newer snapshot between the plan and the commit
         run.applied = read_applied_state(run.spark, run.wh.leads)

@@ -48,38 +48,49 @@ def mask_sample(column: str, value: str | None) -> str | None:
     return value
 
 
-def _is_column(target: str):
-    return lambda issue: issue["column"] == target
-
-
 def field_quality(canonical: DataFrame, cfgs: list, top: int = 5) -> list[dict[str, Any]]:
     """One entry per (source, canonical column that the source's config fills), for the rows of
     ``canonical`` (one or several sources). Two Spark jobs whatever the number of sources. Rows
     that did not parse (malformed records) are left out: they are quarantined as a whole."""
     rows = canonical.filter(F.col("_corrupt_record").isNull())
     targets: list[tuple[str, str, str]] = []  # (source, column, rule)
+    # Every per-row fact once, as a column of its own (the aggregates below read each several
+    # times; an expression repeated in each would be evaluated in each): each raw input looked up
+    # once, whether each field had a value, which columns failed.
+    names = sorted({name for cfg in cfgs for f in cfg.fields for name in f.inputs})
+    raw_of = {name: f"__q_in{j}" for j, name in enumerate(names)}
+    looked_up = rows.select(
+        "source",
+        *{t for cfg in cfgs for f in cfg.fields for t in f.outputs().values()},
+        F.col(ISSUES_COLUMN)["column"].alias("__q_failed"),
+        *[F.col(RAW_COLUMN)[name].alias(alias) for name, alias in raw_of.items()],
+    )
+    facts = [F.col("source")]
     aggs = []
     for i, cfg in enumerate(cfgs):
         mine = F.col("source") == cfg.id
         aggs.append(F.sum(F.when(mine, 1).otherwise(0)).alias(f"s{i}__rows"))
-        for f in cfg.fields:
+        for j, f in enumerate(cfg.fields):
             present = F.lit(False)
             for name in f.inputs:
-                present = present | clean(F.col(RAW_COLUMN)[name]).isNotNull()
-            present = mine & present
+                present = present | clean(F.col(raw_of[name])).isNotNull()
+            facts.append((mine & present).alias(f"__q{i}_{j}_present"))
             for slot, target in f.outputs().items():
                 optional = slot in RULES[f.rule].optional_outputs
                 targets.append((cfg.id, target, f.rule if not optional else f"{f.rule} (optional)"))
                 k = f"s{i}__{target}"
-                filled = mine & F.col(target).isNotNull()
-                failed = mine & F.exists(F.col(ISSUES_COLUMN), _is_column(target))
+                facts.append((mine & F.col(target).isNotNull()).alias(f"__q{k}_filled"))
+                facts.append(
+                    (mine & F.coalesce(F.array_contains("__q_failed", target), F.lit(False))).alias(f"__q{k}_failed")
+                )
+                present_c, filled_c = F.col(f"__q{i}_{j}_present"), F.col(f"__q{k}_filled")
                 aggs += [
-                    F.sum(F.when(present, 1).otherwise(0)).alias(f"{k}__present"),
-                    F.sum(F.when(filled, 1).otherwise(0)).alias(f"{k}__filled"),
-                    F.sum(F.when(present & filled, 1).otherwise(0)).alias(f"{k}__both"),
-                    F.sum(F.when(failed, 1).otherwise(0)).alias(f"{k}__failed"),
+                    F.sum(F.when(present_c, 1).otherwise(0)).alias(f"{k}__present"),
+                    F.sum(F.when(filled_c, 1).otherwise(0)).alias(f"{k}__filled"),
+                    F.sum(F.when(present_c & filled_c, 1).otherwise(0)).alias(f"{k}__both"),
+                    F.sum(F.when(F.col(f"__q{k}_failed"), 1).otherwise(0)).alias(f"{k}__failed"),
                 ]
-    totals = rows.agg(*aggs).first().asDict()
+    totals = looked_up.select(*facts).agg(*aggs).first().asDict()
     failures = (
         rows.select("source", F.explode(ISSUES_COLUMN).alias("i"))
         .groupBy("source", F.col("i.column").alias("column"), F.col("i.raw_value").alias("raw_value"))
