@@ -50,6 +50,7 @@ def leads(spark: SparkSession, rows: list[dict], snapshot: date) -> DataFrame:
     df = df.withColumn("record_hash", record_hash(list(BUSINESS_COLUMNS)))
     df = df.withColumn("raw_hash", raw_hash(F.col("raw")))
     df = df.withColumn("dq_issues", F.array().cast("array<struct<column:string,rule:string,raw_value:string>>"))
+    df = df.withColumn("dq_present", F.array().cast("array<boolean>"))
     return df.select(*CANONICAL_ROW_COLUMNS)
 
 

@@ -377,8 +377,37 @@ def test_impossible_dates_are_null_and_an_issue(spark):
 def test_apply_rules_without_a_snapshot_date_column(spark):
     cfg = source([{"to": "license_issued", "from": "Issued", "rule": "date"}], ["Id", "Issued"])
     out = through_apply_rules(spark, cfg, [("1", "6/1/85")], snapshot=None)
-    assert out.columns == ["Id", "Issued", "__license_issued", "dq_issues"]
+    assert out.columns == ["Id", "Issued", "__license_issued", "dq_issues", "dq_present"]
     assert out.first()["__license_issued"] == date(1985, 6, 1)
+
+
+def test_present_says_per_field_whether_a_value_was_there_also_on_skipped_rows(spark):
+    """``dq_present`` (what the field-quality report counts): per field, in the config's order,
+    whether any input had a value after clean(); a row whose rules are skipped (its outputs are
+    taken from the leads table) still says it, while its rules see NULLs and report no issue."""
+    cfg = source(
+        [
+            {"to": "company", "from": "Name", "rule": "text"},
+            {"to": "capacity", "from": "Capacity", "rule": "integer"},
+            {"to": "city", "from": ["City", "Town"], "rule": "vocab", "params": {"values": {}, "default": "keep"}},
+        ],
+        ["Id", "Name", "Capacity", "City", "Town", "skip"],
+    )
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in cfg.columns])
+    rows = [
+        ("1", "ACME", "lots", None, " x ", "no"),
+        ("2", "  ", "N/A", "\t", None, "no"),
+        ("3", "ACME", "lots", None, "Reno", "yes"),
+    ]
+    raw = spark.createDataFrame(rows, schema).withColumn("_skip", F.col("skip") == "yes")
+    out = {r.Id: r for r in apply_rules(raw, cfg, skip="_skip").collect()}
+    assert {k: list(r.dq_present) for k, r in out.items()} == {
+        "1": [True, True, True],
+        "2": [False, False, False],  # blanks, a sentinel, a tab: nothing after clean()
+        "3": [True, True, True],
+    }
+    assert [tuple(i)[:2] for i in out["1"].dq_issues] == [("capacity", "integer")]
+    assert out["3"].dq_issues == [] and out["3"]["__company"] is None  # skipped: no parsing, no issue
 
 
 def test_dates_in_every_format(spark):

@@ -135,6 +135,9 @@ ISSUES_COLUMN = "dq_issues"
 RECORD_COLUMN = "record_no"
 RAW_HASH_COLUMN = "raw_hash"
 RULES_VERSION_COLUMN = "rules_version"
+#: Per field of the source's config (in its order): whether a source value was there (the rules
+#: pass computes it; the field-quality report counts it). In no table: scratch rows only.
+PRESENT_COLUMN = "dq_present"
 ISSUE_TYPE = T.ArrayType(
     T.StructType(
         [
@@ -154,6 +157,7 @@ CANONICAL_ROW_COLUMNS = [
     RULES_VERSION_COLUMN,
     RECORD_COLUMN,
     "_corrupt_record",
+    PRESENT_COLUMN,
 ]
 
 _NULL_MARK = "\u2400"  # stands for NULL inside the hash, so NULL and '' differ
@@ -340,6 +344,7 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
         value(ISSUES_COLUMN).alias(ISSUES_COLUMN),
         F.col("_record_no").alias(RECORD_COLUMN),
         F.col("_corrupt_record"),
+        F.col(PRESENT_COLUMN),
         F.col(_ID).alias("lead_id"),
         F.col(_RAW_HASH).alias(RAW_HASH_COLUMN),
     )

@@ -16,8 +16,8 @@ from typing import Any
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from leadpipe.canonical import ISSUES_COLUMN, RAW_COLUMN
-from leadpipe.standardize import RULES, clean
+from leadpipe.canonical import ISSUES_COLUMN, PRESENT_COLUMN
+from leadpipe.standardize import RULES
 
 PII_COLUMNS = {"phone", "phone2", "email"}
 #: Columns holding people's names or street addresses (a family home's company is its owner's name).
@@ -50,20 +50,20 @@ def mask_sample(column: str, value: str | None) -> str | None:
 
 def field_quality(canonical: DataFrame, cfgs: list, top: int = 5) -> list[dict[str, Any]]:
     """One entry per (source, canonical column that the source's config fills), for the rows of
-    ``canonical`` (one or several sources). Two Spark jobs whatever the number of sources. Rows
+    ``canonical`` (one or several sources, as ``map_to_canonical`` made them with ``cfgs``: its
+    ``PRESENT_COLUMN`` follows their fields' order). Two Spark jobs whatever the number of sources. Rows
     that did not parse (malformed records) are left out: they are quarantined as a whole."""
     rows = canonical.filter(F.col("_corrupt_record").isNull())
     targets: list[tuple[str, str, str]] = []  # (source, column, rule)
     # Every per-row fact once, as a column of its own (the aggregates below read each several
-    # times; an expression repeated in each would be evaluated in each): each raw input looked up
-    # once, whether each field had a value, which columns failed.
-    names = sorted({name for cfg in cfgs for f in cfg.fields for name in f.inputs})
-    raw_of = {name: f"__q_in{j}" for j, name in enumerate(names)}
+    # times; an expression repeated in each would be evaluated in each): whether each field had
+    # a value (PRESENT_COLUMN, from the rules pass: cleaning every raw value again here cost as
+    # much as a third of the rules), whether each column is filled, which columns failed.
     looked_up = rows.select(
         "source",
         *{t for cfg in cfgs for f in cfg.fields for t in f.outputs().values()},
         F.col(ISSUES_COLUMN)["column"].alias("__q_failed"),
-        *[F.col(RAW_COLUMN)[name].alias(alias) for name, alias in raw_of.items()],
+        PRESENT_COLUMN,
     )
     facts = [F.col("source")]
     aggs = []
@@ -71,10 +71,8 @@ def field_quality(canonical: DataFrame, cfgs: list, top: int = 5) -> list[dict[s
         mine = F.col("source") == cfg.id
         aggs.append(F.sum(F.when(mine, 1).otherwise(0)).alias(f"s{i}__rows"))
         for j, f in enumerate(cfg.fields):
-            present = F.lit(False)
-            for name in f.inputs:
-                present = present | clean(F.col(raw_of[name])).isNotNull()
-            facts.append((mine & present).alias(f"__q{i}_{j}_present"))
+            # CASE WHEN: another source's array may be shorter (an index past its end is an error)
+            facts.append(F.when(mine, F.col(PRESENT_COLUMN)[j]).otherwise(False).alias(f"__q{i}_{j}_present"))
             for slot, target in f.outputs().items():
                 optional = slot in RULES[f.rule].optional_outputs
                 targets.append((cfg.id, target, f.rule if not optional else f"{f.rule} (optional)"))

@@ -29,6 +29,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from leadpipe.canonical import PRESENT_COLUMN
 from leadpipe.expressions import column
 
 # Values that mean "nothing here" in agency exports. Compared upper-case, after trimming.
@@ -956,9 +957,11 @@ def raw_present(cols: list[Column]) -> Column:
 def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     """Evaluate a source's configured rules on its raw columns.
 
-    Returns ``raw`` plus one ``__<column>`` per canonical business column the source fills and
+    Returns ``raw`` plus one ``__<column>`` per canonical business column the source fills,
     ``dq_issues``: one entry per required output that came out NULL although a source value was
-    present. Each rule is evaluated once per row (its outputs travel as one struct), so a
+    present, and ``dq_present``: per field of ``cfg.fields`` (same order), whether any of its
+    inputs had a value after ``clean`` (skipped rows too: the field-quality report counts it
+    from here instead of cleaning every raw value a second time). Each rule is evaluated once per row (its outputs travel as one struct), so a
     library-backed rule parses a value once even when it fills several columns. Where the boolean
     column named ``skip`` is true the rules see NULL inputs (their outputs are to be ignored): such rows cost no parsing.
     Rules that need the snapshot's date (``date``: two-digit years) read ``_snapshot_date``; rows
@@ -970,9 +973,9 @@ def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     prepared = raw.select("*", *plan.cleaned, *today)
     for step in plan.steps:  # the rules' prepare steps, one projection per depth (RuleSpec.prepare)
         prepared = prepared.select("*", *step)
-    staged = prepared.select(*[column(c) for c in raw_cols], *plan.structs)
+    staged = prepared.select(*[column(c) for c in raw_cols], *plan.structs, plan.present.alias(PRESENT_COLUMN))
     keep = [column(c) for c in raw_cols]
-    return staged.select(*keep, *plan.outputs, plan.issues.alias("dq_issues"))
+    return staged.select(*keep, *plan.outputs, plan.issues.alias("dq_issues"), PRESENT_COLUMN)
 
 
 @dataclass(frozen=True)
@@ -982,6 +985,7 @@ class _RulePlan:
     structs: list[Column]
     outputs: list[Column]
     issues: Column
+    present: Column
 
 
 _RULE_PLANS: dict[tuple[str, str, str, str | None], _RulePlan] = {}
@@ -1001,16 +1005,16 @@ def _rule_columns(cfg, skip: str | None) -> _RulePlan:
     names = sorted({name for field in cfg.fields for name in field.inputs})
     cleaned = {name: f"__in{i}" for i, name in enumerate(names)}
 
-    def cleaned_input(name: str) -> Column:
-        c = clean(column(name))
-        return c if skip is None else F.when(~F.col(skip), c)  # a skipped row's rules see NULLs: nothing to parse
+    def rule_input(name: str) -> Column:  # a skipped row's rules see NULLs: nothing to parse
+        c = F.col(cleaned[name])
+        return c if skip is None else F.when(~F.col(skip), c)
 
     steps: list[list[Column]] = []
     structs = []
     for i, field in enumerate(cfg.fields):
         spec = RULES[field.rule]
         params = spec.params_model.model_validate(field.params)
-        inputs = [F.col(cleaned[name]) for name in field.inputs]
+        inputs = [rule_input(name) for name in field.inputs]
         context = {"snapshot_date": F.col(SNAPSHOT_DATE_COLUMN)} if spec.snapshot_date else {}
         cols = inputs
         for depth, step in enumerate(spec.prepare):
@@ -1048,6 +1052,9 @@ def _rule_columns(cfg, skip: str | None) -> _RulePlan:
                 )
             )
     issue_array = F.filter(F.array(*issues), lambda x: x.isNotNull()) if issues else F.array()
-    plan = _RulePlan([cleaned_input(n).alias(a) for n, a in cleaned.items()], steps, structs, outputs, issue_array)
+    present = F.array(*[raw_present([F.col(cleaned[name]) for name in f.inputs]) for f in cfg.fields])
+    plan = _RulePlan(
+        [clean(column(n)).alias(a) for n, a in cleaned.items()], steps, structs, outputs, issue_array, present
+    )
     _RULE_PLANS[key] = plan
     return plan
