@@ -78,7 +78,7 @@ browsers: ## install Debian's chromium for the browser tests when it is missing
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 test: $(INSTALLED) $(SPARK_DEFAULTS) browsers lint ## lint, then every test (starts its own Spark and PostgreSQL)
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 clean: ## remove the venv, jars, local data (.local) and dist/
 	rm -rf $(VENV) jars .local dist build *.egg-info lib/*.egg-info

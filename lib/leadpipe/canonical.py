@@ -148,7 +148,8 @@ ISSUE_TYPE = T.ArrayType(
     )
 )
 
-#: What map_to_canonical returns: the lead, lakehouse-only columns, then read lineage.
+#: What map_to_canonical returns: the lead, lakehouse-only columns, read lineage, then the rules
+#: pass's per-field presence (scratch rows only).
 CANONICAL_ROW_COLUMNS = [
     *LEAD_COLUMNS,
     RAW_COLUMN,

@@ -7,7 +7,8 @@ table's current version: normally just this run's MERGE commits, and after a run
 between its MERGE and its delivery, that run's commits too. So a kill at any point loses nothing,
 and a re-run delivers nothing twice:
 
-1. the inserts are written by Spark JDBC to a private UNLOGGED staging table named
+1. the inserts are written from Spark's partitions (PostgreSQL COPY, or Spark's JDBC writer:
+   settings ``delivery_method``) to a private UNLOGGED staging table named
    ``<leads table>_stage_<table id>_<random>`` (a retried Spark task may write a row twice
    there: harmless);
 2. one PostgreSQL transaction, serialized per Delta table by an advisory lock, copies them with
@@ -160,10 +161,10 @@ def inserted_leads(spark: SparkSession, path: str, first: int, last: int) -> Dat
     """Leads that the commits ``first..last`` inserted, in the canonical (PostgreSQL) shape.
 
     Not deduplicated: the MERGE inserts a lead once in the table's life (a lead that leaves is
-    kept, marked removed, and one that comes back is updated), so the feed holds each lead_id
-    once; where it would not (rows deleted by hand and inserted again), the publish step's
-    ``ON CONFLICT (lead_id) DO NOTHING`` keeps one. A shuffle of every wide row to deduplicate
-    was most of the delivery's time."""
+    kept, marked removed, and one that comes back is updated; duplicate keys of a snapshot are
+    quarantined before it), so the feed holds each lead_id once. A shuffle of every wide row to
+    deduplicate was most of the delivery's time. Where the table was changed by hand (rows
+    deleted and inserted again), the publish step's check refuses, loudly."""
     feed = change_feed(spark, path, first, last)
     return feed.filter(F.col("_change_type") == "insert").select(*LEAD_SCHEMA.fieldNames())
 
@@ -289,7 +290,7 @@ def _stage_by_copy(leads: DataFrame, db: DbTarget, schema: str, stage: str, batc
     batches rendered to CSV by pyarrow (C++), no per-row Python. NULL is an unquoted empty field
     and an empty string a quoted one, as COPY reads them. A retried task's rows are counted once
     (Spark keeps one attempt's result per partition); the stage may hold them twice, which the
-    publish step's check (at least as many rows as counted) and ON CONFLICT absorb. Map columns go as JSON text (``for_stage``)."""
+    publish step's distinct count and ON CONFLICT absorb. Map columns go as JSON text (``for_stage``)."""
     leads = for_stage(leads)
     columns = leads.columns
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
@@ -324,8 +325,11 @@ def _publish(
     db: DbTarget, schema: str, table: str, stage: str, table_id: str, first: int, last: int, run_id: str, staged: int
 ) -> int:
     """The one delivery transaction (see the module doc). ``staged``: the rows written to the
-    stage (one attempt per Spark task); fewer found there (an UNLOGGED table is emptied by a
-    server crash) aborts it. More is fine: a retried task's rows twice, which ON CONFLICT absorbs."""
+    stage, one attempt per Spark task, each lead once (the feed holds a lead_id once: see
+    ``inserted_leads``). Each task's write is all or nothing, so the stage holds every lead
+    exactly when its distinct lead_ids number ``staged``; fewer (an UNLOGGED table is emptied by
+    a server crash) aborts the transaction. A row count could not tell: a retried task's rows,
+    there twice, could hide another task's rows lost in a crash."""
     names = [*LEAD_SCHEMA.fieldNames(), "run_id"]
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in names)
     values = sql.SQL(", ").join(
@@ -338,11 +342,13 @@ def _publish(
             log.info("deliver: another run delivered up to version %d meanwhile", done)
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_name(schema, stage)))
             return 0
-        found = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_name(schema, stage))).fetchone()[0]
-        if found < staged:
+        query = sql.SQL("SELECT count(DISTINCT lead_id) FROM {}").format(_name(schema, stage))
+        found = conn.execute(query).fetchone()[0]
+        if found != staged:
             raise StagingIncomplete(
-                f"staging table {schema}.{stage} holds {found} of the {staged} lead(s) written to it (was the "
-                "server restarted?); nothing published: the next run stages them again"
+                f"staging table {schema}.{stage} holds {found} distinct lead(s) of the {staged} row(s) written to it "
+                "(was the server restarted? or does the leads table's change feed insert a lead_id twice, after "
+                "rows were deleted and inserted by hand?); nothing published: the next run stages them again"
             )
         cur = conn.execute(
             sql.SQL(
