@@ -51,8 +51,9 @@ def mask_sample(column: str, value: str | None) -> str | None:
 def field_quality(canonical: DataFrame, cfgs: list, top: int = 5) -> list[dict[str, Any]]:
     """One entry per (source, canonical column that the source's config fills), for the rows of
     ``canonical`` (one or several sources, as ``map_to_canonical`` made them with ``cfgs``: its
-    ``PRESENT_COLUMN`` follows their fields' order). Two Spark jobs whatever the number of sources. Rows
-    that did not parse (malformed records) are left out: they are quarantined as a whole."""
+    ``PRESENT_COLUMN`` follows their fields' order). Two Spark jobs whatever the number of
+    sources. Rows that did not parse (malformed records) are left out: they are quarantined as
+    a whole."""
     rows = canonical.filter(F.col("_corrupt_record").isNull())
     targets: list[tuple[str, str, str]] = []  # (source, column, rule)
     # Every per-row fact once, as a column of its own (the aggregates below read each several

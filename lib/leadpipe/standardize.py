@@ -961,8 +961,9 @@ def apply_rules(raw: DataFrame, cfg, skip: str | None = None) -> DataFrame:
     ``dq_issues``: one entry per required output that came out NULL although a source value was
     present, and ``dq_present``: per field of ``cfg.fields`` (same order), whether any of its
     inputs had a value after ``clean`` (skipped rows too: the field-quality report counts it
-    from here instead of cleaning every raw value a second time). Each rule is evaluated once per row (its outputs travel as one struct), so a
-    library-backed rule parses a value once even when it fills several columns. Where the boolean
+    from here instead of cleaning every raw value a second time). Each rule is evaluated once
+    per row (its outputs travel as one struct), so a library-backed rule parses a value once
+    even when it fills several columns. Where the boolean
     column named ``skip`` is true the rules see NULL inputs (their outputs are to be ignored): such rows cost no parsing.
     Rules that need the snapshot's date (``date``: two-digit years) read ``_snapshot_date``; rows
     without that column are taken as today's snapshot.
