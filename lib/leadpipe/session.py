@@ -43,6 +43,12 @@ BASE_CONF = {
     # snapshot, so a backfill compiled every class again for every snapshot (Janino was a third of
     # the CPU). See expressions.date_value for the other half of that fix.
     "spark.sql.codegen.cache.maxEntries": "2000",
+    # PySpark's DataFrame debugging records the Python call site of every Column function in the
+    # JVM (active session, conf, set, clear): it doubles the round trips of building a plan, and
+    # a small backfill made 16,000 py4j calls per snapshot with it, 6,200 without. A Spark error
+    # still names the expression; only the Python line of its query context is lost. Read once,
+    # when the first expression is built: it must be set here (tests/test_session.py).
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 
 REQUIRED_JARS = ("delta-spark_", "delta-storage-", "postgresql-", "hadoop-aws-")
