@@ -3,19 +3,25 @@ first DataFrame is built, checked on the session the tests share (built by the s
 
 from __future__ import annotations
 
+import threading
+
+from py4j.protocol import MEMORY_COMMAND_NAME
 from pyspark.errors.utils import is_debugging_enabled
 from pyspark.sql import functions as F
 
 
 def _jvm_calls(spark, build) -> int:
-    """How many round trips to the JVM ``build()`` makes."""
+    """How many calls to the JVM ``build()`` makes: commands sent from this thread, without py4j's
+    garbage-collection messages (its finalizer thread sends those for objects of earlier tests)."""
     client = spark.sparkContext._gateway._gateway_client
     calls = []
     send = client.send_command
+    me = threading.get_ident()
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return send(*args, **kwargs)
+    def counting(command, *args, **kwargs):
+        if threading.get_ident() == me and not command.startswith(MEMORY_COMMAND_NAME):
+            calls.append(1)
+        return send(command, *args, **kwargs)
 
     client.send_command = counting
     try:
