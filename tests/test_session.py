@@ -38,5 +38,5 @@ def test_building_expressions_makes_half_the_jvm_calls_it_would_with_dataframe_d
     assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
     assert not is_debugging_enabled()
     calls = _jvm_calls(spark, lambda: [F.upper(F.trim(F.col(f"c{i}"))) for i in range(20)])
-    # col, trim, upper: 186 round trips measured with debugging off, 380 with it on
+    # col, trim, upper: 180 calls measured with debugging off, 380 with it on
     assert 0 < calls < 20 * 3 * 4, calls
