@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from leadpipe.validate import leads_of, quarantine_of, tag
+from leadpipe.validate import REASON, duplicates, leads_of, mark_duplicates, quarantine_of, tag, tag_rows
 from tests.helpers import leads
 
 D = date(2024, 1, 5)
@@ -45,3 +45,40 @@ def test_equal_duplicates_keep_the_first_record(spark):
     valid, quarantined = split(leads(spark, rows, D))
     assert [r.record_no for r in valid.collect()] == [2]
     assert [r.record_no for r in quarantined.collect()] == [7]
+
+
+def test_the_jobs_two_passes_tag_as_tag_does(spark, tmp_path):
+    """The job writes tag_rows, finds duplicates from the written rows and marks them: the same
+    tags as tag(), on duplicates, ties, a quarantined row that shares a key, and a missing key."""
+    rows = [
+        {"lead_id": "s1-a", "license_number": "A", "company": "Alpha", "record_no": 1},
+        {"lead_id": "s1-b", "license_number": "B", "company": "Beta", "record_no": 2},
+        {"lead_id": "s1-b", "license_number": "B", "company": "Beta", "phone": "+17023855222", "record_no": 3},
+        {"lead_id": "s1-b", "license_number": "B", "company": "Beta", "record_no": 4},
+        {"lead_id": "s1-b", "license_number": "B", "company": "Cut", "_corrupt_record": 'B,"Cut', "record_no": 5},
+        {"lead_id": "s1-c", "license_number": "C", "company": "Gamma", "record_no": 9},
+        {"lead_id": "s1-c", "license_number": "C", "company": "Gamma", "record_no": 6},
+        {"lead_id": None, "license_number": None, "company": "No Key", "record_no": 7},
+    ]
+    canonical = leads(spark, rows, D)
+    keys = {"s1": ["license_number"]}
+    tag_rows(canonical, keys).write.parquet(str(tmp_path / "rows"))
+    written = spark.read.parquet(str(tmp_path / "rows"))
+    duplicates(written).write.parquet(str(tmp_path / "dups"))
+    two_passes = mark_duplicates(written, spark.read.parquet(str(tmp_path / "dups")))
+    one_pass = tag(canonical, keys)
+    assert two_passes.columns == one_pass.columns
+    assert [r.asDict() for r in two_passes.orderBy("record_no").collect()] == [
+        r.asDict() for r in one_pass.orderBy("record_no").collect()
+    ]
+    reasons = {r.record_no: r[REASON] for r in two_passes.collect()}
+    assert reasons == {
+        1: None,
+        2: "duplicate_business_key",
+        3: None,
+        4: "duplicate_business_key",
+        5: "malformed_record",
+        6: None,
+        7: "missing_business_key",
+        9: "duplicate_business_key",
+    }

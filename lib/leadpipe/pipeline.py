@@ -84,7 +84,7 @@ from leadpipe.state import (
     RunSummary,
     SnapshotOutcome,
 )
-from leadpipe.validate import REASON, leads_of, quarantine_of, tag
+from leadpipe.validate import REASON, duplicates, leads_of, mark_duplicates, quarantine_of, tag_rows
 
 log = logging.getLogger(__name__)
 
@@ -471,13 +471,18 @@ def materialize(
     multi_line: dict[str, tuple[list[str], int]],
     snapshot_date: date,
 ) -> tuple[DataFrame | None, dict[str, str]]:
-    """Tag (validate.tag) and write every source's canonical rows once, into the run's scratch
-    Parquet, and return them read back, with the sources that failed (source -> message).
+    """Tag (validate.tag_rows) and write every source's canonical rows once, into the run's
+    scratch Parquet, find the duplicate keys from those files (validate.duplicates, a few narrow
+    columns) and write them beside, and return the rows read back and tagged
+    (validate.mark_duplicates: what validate.tag returns), with the sources that failed
+    (source -> message).
 
     Everything after this (counts, bronze, quarantine, quality, hold check, one MERGE per source)
     reads these files: the agency's files are parsed and the rules evaluated once per snapshot,
     memory stays bounded (nothing is cached on the driver), and every later plan is a small scan
     instead of the rules' expression tree, which Spark would otherwise re-analyze for each job.
+    The rows are written as they are mapped, with no shuffle: only the duplicate search shuffles,
+    and only its five columns (at 1M rows the wide rows' shuffle and sort had been about 600 MB).
     When the write of all sources together fails, each source is written alone, so that one
     source's failure (a file that vanished, a rule that raised) fails that source only."""
     if not frames:
@@ -489,7 +494,7 @@ def materialize(
         for sid in sids[1:]:
             union = union.unionByName(frames[sid])
         cfgs = [run.sources[sid] for sid in sids]
-        return tag(
+        return tag_rows(
             union,
             {c.id: c.identity.columns for c in cfgs},
             {sid: why for sid, why in stale.items() if sid in sids},
@@ -497,23 +502,30 @@ def materialize(
         )
 
     sids = sorted(frames)
-    with run.state.timed("read"), session_conf(run.spark, RULES_PLAN_CONF):
-        try:
-            tagged_rows(sids).write.mode("overwrite").parquet(f"{path}/all")
-            return run.spark.read.parquet(f"{path}/all"), {}
-        except Exception as exc:
-            log.error("read: %s %s: %s; reading each source alone", sids, snapshot_date, _first_line(exc))
-            if len(sids) == 1:
-                return None, {sids[0]: f"{sids[0]} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"}
-        written, failures = [], {}
-        for sid in sids:
+    written: list[str] = []
+    failures: dict[str, str] = {}
+    with run.state.timed("read"):
+        with session_conf(run.spark, RULES_PLAN_CONF):
             try:
-                tagged_rows([sid]).write.mode("overwrite").parquet(f"{path}/by_source/{sid}")
-                written.append(f"{path}/by_source/{sid}")
+                tagged_rows(sids).write.mode("overwrite").parquet(f"{path}/all")
+                written = [f"{path}/all"]
             except Exception as exc:
-                log.error("read: %s %s failed: %s", sid, snapshot_date, _first_line(exc))
-                failures[sid] = f"{sid} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
-    return (run.spark.read.parquet(*written) if written else None), failures
+                log.error("read: %s %s: %s; reading each source alone", sids, snapshot_date, _first_line(exc))
+                if len(sids) == 1:
+                    return None, {sids[0]: f"{sids[0]} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"}
+            if not written:
+                for sid in sids:
+                    try:
+                        tagged_rows([sid]).write.mode("overwrite").parquet(f"{path}/by_source/{sid}")
+                        written.append(f"{path}/by_source/{sid}")
+                    except Exception as exc:
+                        log.error("read: %s %s failed: %s", sid, snapshot_date, _first_line(exc))
+                        failures[sid] = f"{sid} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
+        if not written:
+            return None, failures
+        rows = run.spark.read.parquet(*written)
+        duplicates(rows).write.mode("overwrite").parquet(f"{path}/duplicates")
+        return mark_duplicates(rows, run.spark.read.parquet(f"{path}/duplicates")), failures
 
 
 def sniff_source(

@@ -100,7 +100,55 @@ def tag(
     whose snapshot must not be merged to the explanation; ``multi_line`` gives, for each source
     whose files were read multi-line, the columns whose cells may hold line breaks and how many
     lines at most (``runaway_quote`` otherwise). Pure: no I/O.
+
+    Here the duplicate ranking is a window over the rows themselves. The job gets the same tags
+    in two passes, so that the wide rows are never shuffled: it writes :func:`tag_rows`, finds
+    :func:`duplicates` from five of their columns, then :func:`mark_duplicates`.
     """
+    rows = tag_rows(canonical, business_keys, stale, multi_line)
+    w = Window.partitionBy(F.when(F.col(REASON).isNull(), F.col("lead_id"))).orderBy(*_ranking())
+    ranked = rows.withColumn("_kept", F.first(_kept()).over(w))
+    return _tag_duplicates(ranked, F.col(REASON).isNull() & (F.row_number().over(w) > 1))
+
+
+#: Filled business fields of a row (the duplicate ranking's first key), kept by ``tag_rows``.
+FILLED = "_filled"
+
+
+def _ranking() -> list[Column]:
+    """Among the untagged rows of a lead_id, the first is kept: most filled fields, then earliest."""
+    return [F.col(FILLED).desc(), F.col("source_file"), F.col(RECORD_COLUMN)]
+
+
+def _kept() -> Column:
+    return F.concat(F.col("source_file"), F.lit(" record "), F.col(RECORD_COLUMN).cast("string"))
+
+
+def _tag_duplicates(df: DataFrame, dup: Column) -> DataFrame:
+    """``duplicate_business_key`` where ``dup``, naming the record in ``_kept``; drops the helpers."""
+    return (
+        df.withColumn("_dup", dup)
+        .withColumn(REASON, F.when(F.col("_dup"), F.lit("duplicate_business_key")).otherwise(F.col(REASON)))
+        .withColumn(
+            DETAIL,
+            F.when(
+                F.col("_dup"),
+                F.concat(F.lit("lead_id "), F.col("lead_id"), F.lit(" also at "), F.col("_kept"), F.lit(" (kept)")),
+            ).otherwise(F.col(DETAIL)),
+        )
+        .drop("_dup", "_kept", "_dup_file", "_dup_record", FILLED)
+    )
+
+
+def tag_rows(
+    canonical: DataFrame,
+    business_keys: dict[str, list[str]],
+    stale: dict[str, str] | None = None,
+    multi_line: dict[str, tuple[list[str], int]] | None = None,
+) -> DataFrame:
+    """The reasons a row has on its own (stale, runaway quote, malformed, no key), in
+    ``_reason`` / ``_detail``, and its filled business fields in ``_filled``: every tag but
+    ``duplicate_business_key``, which needs the other rows (``mark_duplicates``). Row by row."""
     stale = stale or {}
     is_runaway, runaway_cols = runaway(multi_line or {})
     key_text = F.create_map(*[x for sid, keys in business_keys.items() for x in (F.lit(sid), F.lit(", ".join(keys)))])
@@ -141,27 +189,31 @@ def tag(
             F.concat(F.lit("identity column(s) ("), key_text[F.col("source")], F.lit(") blank: no lead_id")),
         )
     )
-    tagged = canonical.withColumn(REASON, reason).withColumn(DETAIL, detail)
-    candidate = F.col(REASON).isNull()
-    # duplicates are ranked among candidates only: a quarantined row never wins
-    ranked = tagged.withColumn("_cand", F.when(candidate, F.col("lead_id")))
-    w = Window.partitionBy("_cand").orderBy(_filled_count().desc(), F.col("source_file"), F.col(RECORD_COLUMN))
-    rank = F.row_number().over(w)
-    kept = F.first(F.concat(F.col("source_file"), F.lit(" record "), F.col(RECORD_COLUMN).cast("string"))).over(w)
-    dup = candidate & (rank > 1)
+    return canonical.withColumn(REASON, reason).withColumn(DETAIL, detail).withColumn(FILLED, _filled_count())
+
+
+def duplicates(rows: DataFrame) -> DataFrame:
+    """Of rows tagged by :func:`tag_rows`: each row (``source_file``, ``record_no``) that another
+    untagged row of the same lead_id beats, with the record kept (``_kept``). The row with the most
+    filled business fields is kept, ties to the earliest file and record; tagged rows never win.
+    Reads five narrow columns: the window shuffles those, not the rows."""
+    ranked = rows.filter(F.col(REASON).isNull()).select("lead_id", FILLED, "source_file", RECORD_COLUMN)
+    w = Window.partitionBy("lead_id").orderBy(*_ranking())
     return (
-        ranked.withColumn("_dup", dup)
-        .withColumn("_kept", kept)
-        .withColumn(REASON, F.when(F.col("_dup"), F.lit("duplicate_business_key")).otherwise(F.col(REASON)))
-        .withColumn(
-            DETAIL,
-            F.when(
-                F.col("_dup"),
-                F.concat(F.lit("lead_id "), F.col("lead_id"), F.lit(" also at "), F.col("_kept"), F.lit(" (kept)")),
-            ).otherwise(F.col(DETAIL)),
-        )
-        .drop("_cand", "_dup", "_kept")
+        ranked.withColumn("_rank", F.row_number().over(w))
+        .withColumn("_kept", F.first(_kept()).over(w))
+        .filter(F.col("_rank") > 1)
+        .select("source_file", RECORD_COLUMN, "_kept")
     )
+
+
+def mark_duplicates(rows: DataFrame, dups: DataFrame) -> DataFrame:
+    """``rows`` (from :func:`tag_rows`, read back from where they were written) with
+    ``duplicate_business_key`` on the rows ``dups`` (from :func:`duplicates`) names, without
+    ``_filled``: what :func:`tag` returns for the same rows."""
+    d = dups.select(F.col("source_file").alias("_dup_file"), F.col(RECORD_COLUMN).alias("_dup_record"), "_kept")
+    on = (F.col("source_file") == F.col("_dup_file")) & (F.col(RECORD_COLUMN) == F.col("_dup_record"))
+    return _tag_duplicates(rows.join(d, on, "left"), F.col("_dup_file").isNotNull())
 
 
 def leads_of(tagged: DataFrame) -> DataFrame:
