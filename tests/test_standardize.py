@@ -547,6 +547,7 @@ def test_phone_native_path_agrees_with_phonenumbers(spark):
         for _ in range(8)
     ]
     values += ["(416) 555-0199", "268-464-1234", "800-555-0100", "900-555-0100", "362-231-1137", "1-702-385-5222"]
+    values += ["209" + "-" * 300 + "747-1797", "1" + "." * 250 + "2097471797"]  # over 250 characters: TOO_LONG
     spec = RULES["phone"]
     df = spark.createDataFrame([(v,) for v in values], "c0 string")
     df, out = spec.evaluate(df, [clean(F.col("c0"))], spec.params_model())

@@ -83,6 +83,29 @@ def test_a_truncated_snapshot_is_held_while_the_others_apply(spark, sources, set
     assert json.loads(history.userMetadata)["applied_on_purpose"] is True
 
 
+def test_a_failed_duplicate_search_fails_the_date_and_the_next_run_applies_it(
+    spark, sources, settings, db, tmp_path, real_dir, monkeypatch
+):
+    """The duplicate-key search runs on the written scratch rows; when it fails (storage gone
+    under the run), no source of the date is merged, each says why, and the next run applies it."""
+    from leadpipe import pipeline
+
+    def broken(rows):
+        raise OSError("No space left on device")
+
+    wh = str(tmp_path / "wh")
+    monkeypatch.setattr(pipeline, "duplicates", broken)
+    failed = run_weekly(spark, sources, str(real_dir), wh, db, settings, run_id="dups-broken", quality=False)
+    assert not failed.ok and failed.summary["delivered"] == 0
+    outcome = {o.source: o for o in failed.state.snapshots}
+    assert {o.status for o in outcome.values()} == {"failed"}
+    assert "duplicate-key search failed: OSError: No space left on device" in outcome["tx_hhs"].message
+    assert not Path(wh, "_scratch", "dups-broken", "2023-07-07").exists()  # its scratch rows deleted
+    monkeypatch.undo()
+    again = run_weekly(spark, sources, str(real_dir), wh, db, settings, run_id="dups-fixed", quality=False)
+    assert again.ok and again.summary["delivered"] == 248
+
+
 def test_a_rule_change_leaves_every_lead_id_as_it_was(spark, sources, settings, db, tmp_path, real_dir):
     wh = str(tmp_path / "wh")
     assert run_weekly(spark, sources, str(real_dir), wh, db, settings, run_id="before", quality=False).ok

@@ -482,7 +482,7 @@ def materialize(
     memory stays bounded (nothing is cached on the driver), and every later plan is a small scan
     instead of the rules' expression tree, which Spark would otherwise re-analyze for each job.
     The rows are written as they are mapped, with no shuffle: only the duplicate search shuffles,
-    and only its five columns (at 1M rows the wide rows' shuffle and sort had been about 600 MB).
+    and only four narrow columns of each candidate row (at 1M rows the wide rows' shuffle and sort had been about 600 MB).
     When the write of all sources together fails, each source is written alone, so that one
     source's failure (a file that vanished, a rule that raised) fails that source only."""
     if not frames:
@@ -524,7 +524,12 @@ def materialize(
         if not written:
             return None, failures
         rows = run.spark.read.parquet(*written)
-        duplicates(rows).write.mode("overwrite").parquet(f"{path}/duplicates")
+        try:
+            duplicates(rows).write.mode("overwrite").parquet(f"{path}/duplicates")
+        except Exception as exc:  # the storage failed under us: no source of this date can be applied
+            log.error("read: %s %s: the duplicate-key search failed: %s", sids, snapshot_date, _first_line(exc))
+            why = f"{snapshot_date}: duplicate-key search failed: {type(exc).__name__}: {_first_line(exc)}"
+            return None, {sid: failures.get(sid, f"{sid} {why}") for sid in sids}
         return mark_duplicates(rows, run.spark.read.parquet(f"{path}/duplicates")), failures
 
 

@@ -804,7 +804,8 @@ def _phone_digits(cols: list[Column], p: PhoneParams) -> list[Column]:
     if phonenumbers.country_code_for_region(p.region) != 1:
         return [cols[0], F.lit(None).cast("string")]
     m = [F.regexp_extract(cols[0], _NANP_PLAIN, i) for i in range(1, 5)]  # area code: one form is ''
-    return [cols[0], F.when(cols[0].rlike(_NANP_PLAIN), F.concat(*m))]
+    # phonenumbers refuses (TOO_LONG) any value over 250 characters, separators included
+    return [cols[0], F.when((F.length(cols[0]) <= 250) & cols[0].rlike(_NANP_PLAIN), F.concat(*m))]
 
 
 def _phone_native(cols: list[Column], p: PhoneParams) -> list[Column]:

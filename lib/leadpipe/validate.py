@@ -103,7 +103,7 @@ def tag(
 
     Here the duplicate ranking is a window over the rows themselves. The job gets the same tags
     in two passes, so that the wide rows are never shuffled: it writes :func:`tag_rows`, finds
-    :func:`duplicates` from five of their columns, then :func:`mark_duplicates`.
+    :func:`duplicates` from four narrow columns of theirs, then :func:`mark_duplicates`.
     """
     rows = tag_rows(canonical, business_keys, stale, multi_line)
     w = Window.partitionBy(F.when(F.col(REASON).isNull(), F.col("lead_id"))).orderBy(*_ranking())
@@ -196,7 +196,8 @@ def duplicates(rows: DataFrame) -> DataFrame:
     """Of rows tagged by :func:`tag_rows`: each row (``source_file``, ``record_no``) that another
     untagged row of the same lead_id beats, with the record kept (``_kept``). The row with the most
     filled business fields is kept, ties to the earliest file and record; tagged rows never win.
-    Reads five narrow columns: the window shuffles those, not the rows."""
+    Reads five narrow columns and the window shuffles four of them (lead_id, _filled, source_file,
+    record_no), never the wide rows."""
     ranked = rows.filter(F.col(REASON).isNull()).select("lead_id", FILLED, "source_file", RECORD_COLUMN)
     w = Window.partitionBy("lead_id").orderBy(*_ranking())
     return (
