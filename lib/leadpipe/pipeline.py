@@ -482,7 +482,8 @@ def materialize(
     memory stays bounded (nothing is cached on the driver), and every later plan is a small scan
     instead of the rules' expression tree, which Spark would otherwise re-analyze for each job.
     The rows are written as they are mapped, with no shuffle: only the duplicate search shuffles,
-    and only four narrow columns of each candidate row (at 1M rows the wide rows' shuffle and sort had been about 600 MB).
+    and only four narrow columns of each candidate row (at 1M rows the wide rows' shuffle and
+    sort had been about 600 MB).
     When the write of all sources together fails, each source is written alone, so that one
     source's failure (a file that vanished, a rule that raised) fails that source only."""
     if not frames:
