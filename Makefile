@@ -54,8 +54,8 @@ run: $(INSTALLED) $(SPARK_DEFAULTS) sample ## set everything up, run the weekly 
 quality: $(INSTALLED) $(SPARK_DEFAULTS) ## field-quality report of the real agency files (INPUT=dir to choose another input)
 	spark-submit jobs/field_quality.py --input "$(or $(INPUT),$(REAL_DATA))"
 
-bench: $(INSTALLED) $(SPARK_DEFAULTS) ## benchmark 100k, 1M and 10M-row weeks, the baselines and a 52-week backfill; writes BENCHMARKS.md (SIZES=100000,1000000 for some sizes, no backfill; SIZES=none BACKFILL=52x100000 for the backfill only)
-	$(BIN)/python -m leadpipe.bench $(if $(SIZES),--sizes $(SIZES)) $(if $(BACKFILL),--backfill $(BACKFILL))
+bench: $(INSTALLED) $(SPARK_DEFAULTS) ## benchmark 100k, 1M and 10M-row weeks, the baselines and a 52-week backfill; writes BENCHMARKS.md (SIZES=100000,1000000 for some sizes, no backfill; SIZES=none BACKFILL=52x100000 for the backfill only; RUNS=week-1,replay for some job runs)
+	$(BIN)/python -m leadpipe.bench $(if $(SIZES),--sizes $(SIZES)) $(if $(BACKFILL),--backfill $(BACKFILL)) $(if $(RUNS),--runs $(RUNS))
 
 maintain: $(INSTALLED) $(SPARK_DEFAULTS) ## OPTIMIZE and VACUUM the warehouse's Delta tables (WAREHOUSE=dir to choose)
 	$(BIN)/leads-maintain --warehouse "$(WAREHOUSE)"

@@ -1,13 +1,16 @@
 """Benchmark harness of the weekly leads job (``make bench``; ``python -m leadpipe.bench``).
 
     python -m leadpipe.bench --sizes 100000,1000000 [--pandas-max 1000000] [--skip-baselines] [--backfill 52x100000]
+                             [--runs week-1,week-2,replay,no-change]
 
 For every size (rows across the three sources of one weekly snapshot) it measures:
 
 * the job, started exactly as the README says (``spark-submit jobs/weekly_leads.py --input W
   --warehouse WH --db-url URL``, no memory flags) against a fresh embedded PostgreSQL and a fresh
-  warehouse, three times: week 1 (every lead new), week 2 (about 2 % of each source new, 2 %
-  changed, 2 % removed) and week 2 again (a replay, which should do nothing). Per run: process
+  warehouse, four times: week 1 (every lead new), week 2 (about 2 % of each source new, 2 %
+  changed, 2 % removed), week 2 again (a replay, which should do nothing) and week 2's files under
+  the next date (a no-change week). ``--runs`` measures a subset (week 1 always; without week 2,
+  the replay replays week 1), and the results say which runs were left out. Per run: process
   wall seconds, exit status, the JSON run summary (last stdout line: rows read, new / changed /
   removed, delivered, ``timings`` per stage), and the peak resident memory of the whole process
   tree (spark-submit's JVM, the Python driver, the Python workers), sampled every 0.2 s with
@@ -194,6 +197,7 @@ class SizeResult:
     pandas_skipped: str | None = None
     psql_copy: CopyRun | None = None
     baselines_skipped: bool = False
+    runs_skipped: str | None = None  # job runs left out by --runs, and why
     failures: list[str] = field(default_factory=list)
     commit: str | None = None  # the code measured: git describe --always --dirty
 
@@ -839,8 +843,21 @@ def fresh_postgres(pg_dir: Path):
     return server
 
 
-def bench_size(rows: int, out: Path, *, pandas_max: int, skip_baselines: bool, machine: dict) -> SizeResult:
+def bench_size(
+    rows: int,
+    out: Path,
+    *,
+    pandas_max: int,
+    skip_baselines: bool,
+    machine: dict,
+    runs: tuple[str, ...] = JOB_RUNS,
+) -> SizeResult:
+    """Every measurement of one size. ``runs``: the job runs, in ``JOB_RUNS`` order (week 1 always;
+    the replay replays the last week run before it: week 2, or week 1 when week 2 is left out)."""
     result = SizeResult(rows, datetime.now(UTC).isoformat(timespec="seconds"), machine, commit=code_commit())
+    left_out = [r for r in JOB_RUNS if r not in runs]
+    if left_out:
+        result.runs_skipped = f"{', '.join(left_out)} not run (--runs {','.join(runs)})"
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     result.data = data = prepare_data(out, rows)
@@ -860,14 +877,16 @@ def bench_size(rows: int, out: Path, *, pandas_max: int, skip_baselines: bool, m
             "replay": {"new": 0, "changed": 0, "removed": 0},
             "no-change": {"new": 0, "changed": 0, "removed": 0},
         }
-        for run, folder in zip(JOB_RUNS, (week1, week2, week2, same), strict=True):
+        folders = {"week-1": week1, "week-2": week2, "replay": week2 if "week-2" in runs else week1, "no-change": same}
+        for run in runs:
+            folder = folders[run]
             job = run_job(run, folder, warehouse, db_url, logs, rows, server_pid)
             job.expected = expected[run]
             result.jobs.append(job)
             _progress(rows, f"job {run}", job.process, _job_detail(job))
             _check(result, f"job {run} ({rows} rows)", job.process)
             if not job.process.ok:
-                if run != JOB_RUNS[-1]:
+                if run != runs[-1]:
                     _fail(result, f"job {rows}: the runs after {run} were not started")
                 break
             if run == "week-1" and not skip_baselines:
@@ -999,7 +1018,8 @@ def compute_targets(sizes: dict[str, dict]) -> list[TargetCheck]:
         name, target, bound = TARGETS["replay"]
         r = _wall(replay)
         shown = f"{r:.1f} s" if r is not None else "not measured"
-        checks.append(TargetCheck(size, name, r, shown, target, _met(r, bound, True), "JVM start-up included"))
+        note = "JVM start-up included" + ("" if not replay or _replayed(replay) == "week 2" else "; week 1 replayed")
+        checks.append(TargetCheck(size, name, r, shown, target, _met(r, bound, True), note))
         name, target, bound = TARGETS["nochange"]
         same = _job(e, "no-change")
         r = _ratio(_wall(same), bare)
@@ -1007,6 +1027,8 @@ def compute_targets(sizes: dict[str, dict]) -> list[TargetCheck]:
             shown = f"{r:.2f} ({_wall(same):.1f} s / {bare:.1f} s)"
         elif _wall(same) is not None:
             shown = f"no-change week {_wall(same):.1f} s; no bare parse"
+        elif same is None and "no-change" in (e.get("runs_skipped") or ""):
+            shown = "not run (--runs)"
         else:
             shown = "not measured"
         checks.append(TargetCheck(size, name, r, shown, target, _met(r, bound, True)))
@@ -1042,6 +1064,11 @@ def compute_targets(sizes: dict[str, dict]) -> list[TargetCheck]:
         shown = f"{r:.2f} (time x{time_ratio:.2f} for rows x{rows_ratio:.1f})"
         checks.append(TargetCheck(f"{n1:,} / {n0:,}", name, r, shown, target, _met(r, bound, True)))
     return checks
+
+
+def _replayed(job: dict) -> str:
+    """Which week a replay run replayed, from its input folder (``.../week-1`` or ``.../week-2``)."""
+    return "week 1" if str(job.get("input", "")).rstrip("/").endswith("week-1") else "week 2"
 
 
 def _verdict(check: TargetCheck) -> str:
@@ -1137,12 +1164,14 @@ def size_tables(e: dict) -> list[str]:
     errors = [f"{j['run']}: {err}" for j in runs for err in j.get("errors") or []]
     if errors:
         lines += ["", "Errors reported by the job: " + "; ".join(f"`{x}`" for x in errors[:6])]
+    if e.get("runs_skipped"):
+        lines += ["", f"Job runs left out: {e['runs_skipped']}."]
     replay = jobs.get("replay")
     if replay and replay["process"]["exit_code"] == 0:
         nothing = replay["delivered"] == 0 and all(s.endswith("already_applied") for s in replay["snapshot_statuses"])
         lines += [
             "",
-            "The replay "
+            f"The replay ({_replayed(replay)} again) "
             + ("did nothing (every snapshot `already_applied`, 0 delivered)." if nothing else "DID SOMETHING: ")
             + ("" if nothing else "; ".join(replay["snapshot_statuses"]) + f"; delivered {replay['delivered']}."),
         ]
@@ -1447,6 +1476,23 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def parse_runs(text: str) -> tuple[str, ...]:
+    """``week-1,replay`` -> the job runs to measure at every size, in ``JOB_RUNS`` order. Week 1
+    is always run (every other run builds on it); ``no-change`` needs ``week-2`` (it is week 2's
+    content under the next date)."""
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(chosen - set(JOB_RUNS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"runs {text!r}: unknown {', '.join(unknown)}; choose from {','.join(JOB_RUNS)}"
+        )
+    if "week-1" not in chosen:
+        raise argparse.ArgumentTypeError(f"runs {text!r}: week-1 is always run (every other run builds on it)")
+    if "no-change" in chosen and "week-2" not in chosen:
+        raise argparse.ArgumentTypeError(f"runs {text!r}: no-change needs week-2 (it is week 2's files, next date)")
+    return tuple(r for r in JOB_RUNS if r in chosen)
+
+
 def parse_backfill(text: str) -> tuple[int, int] | tuple[()]:
     """``WEEKSxROWS`` (``52x100000``) -> (weeks, rows); ``0`` or ``none``: ``()``, no backfill."""
     if text.strip().lower() in ("0", "none", ""):
@@ -1477,6 +1523,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_PANDAS_MAX,
         help=f"run the pandas script only up to this many rows (default {DEFAULT_PANDAS_MAX:,})",
+    )
+    p.add_argument(
+        "--runs",
+        type=parse_runs,
+        default=os.environ.get("RUNS") or ",".join(JOB_RUNS),  # a string default goes through parse_runs
+        help=f"job runs per size, comma list (default: $RUNS, else {','.join(JOB_RUNS)}); the replay replays "
+        "week 2, or week 1 when week-2 is left out",
     )
     p.add_argument(
         "--skip-baselines", action="store_true", help="run only the job (no bare parse, DuckDB, pandas, psql)"
@@ -1546,7 +1599,12 @@ def main(argv: list[str] | None = None) -> int:
     for rows in args.sizes:
         try:
             result = bench_size(
-                rows, out, pandas_max=args.pandas_max, skip_baselines=args.skip_baselines, machine=machine
+                rows,
+                out,
+                pandas_max=args.pandas_max,
+                skip_baselines=args.skip_baselines,
+                machine=machine,
+                runs=args.runs,
             )
         except KeyboardInterrupt:
             log.error("interrupted: results of %d rows not saved", rows)

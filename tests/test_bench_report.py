@@ -1,0 +1,77 @@
+"""The benchmark's choice of job runs (``--runs``) and what BENCHMARKS.md then says. Pure Python:
+results are built as bench.py stores them in results.json; nothing is measured."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+import pytest
+
+from leadpipe.bench import (
+    JOB_RUNS,
+    JobRun,
+    ProcessRun,
+    SizeResult,
+    compute_targets,
+    parse_runs,
+    render_markdown,
+)
+
+
+def _process(wall: float) -> ProcessRun:
+    return ProcessRun("job", ["spark-submit"], wall, 0, 1000.0, 600.0, "java", {}, 10, "o.log", "e.log")
+
+
+def _size(rows: int, jobs: list[JobRun], runs_skipped: str | None) -> dict:
+    result = SizeResult(rows, "2026-12-03T19:00:00+00:00", {"cpu": "test"}, jobs=jobs, commit="abc1234")
+    result.baselines_skipped = True
+    result.runs_skipped = runs_skipped
+    return asdict(result)
+
+
+def test_runs_come_back_in_the_benchmarks_order():
+    assert parse_runs("replay, week-1") == ("week-1", "replay")
+    assert parse_runs(",".join(reversed(JOB_RUNS))) == JOB_RUNS
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("week-2,replay", "week-1 is always run"),
+        ("week-1,no-change", "no-change needs week-2"),
+        ("week-1,weekly", "unknown weekly"),
+    ],
+)
+def test_an_impossible_choice_of_runs_is_refused_with_the_reason(text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        parse_runs(text)
+
+
+def test_a_replay_of_week_1_and_the_runs_left_out_are_said():
+    week1 = JobRun("week-1", ".local/bench/data/1000/week-1", _process(60.0), status="succeeded", new=1000)
+    replay = JobRun("replay", ".local/bench/data/1000/week-1", _process(9.5), status="succeeded")
+    replay.snapshot_statuses = ["tx_hhs 2024-01-05: already_applied"]
+    entry = _size(1000, [week1, replay], "week-2, no-change not run (--runs week-1,replay)")
+    text = render_markdown({"sizes": {"1000": entry}})
+    assert "Job runs left out: week-2, no-change not run (--runs week-1,replay)." in text
+    assert "The replay (week 1 again) did nothing (every snapshot `already_applied`, 0 delivered)." in text
+    checks = {c.name.split(" ")[0]: c for c in compute_targets({"1000": entry})}
+    assert checks["replay"].measured == 9.5
+    assert checks["replay"].met is True
+    assert checks["replay"].note == "JVM start-up included; week 1 replayed"
+    assert checks["no-change"].shown == "not run (--runs)"
+    assert checks["no-change"].met is None
+
+
+def test_a_replay_of_week_2_is_named_so():
+    week1 = JobRun("week-1", "d/week-1", _process(60.0), status="succeeded")
+    week2 = JobRun("week-2", "d/week-2", _process(61.0), status="succeeded")
+    replay = JobRun("replay", "d/week-2", _process(45.0), status="succeeded", delivered=3)
+    replay.snapshot_statuses = ["tx_hhs 2024-01-12: applied"]
+    entry = _size(1000, [week1, week2, replay], None)
+    text = render_markdown({"sizes": {"1000": entry}})
+    assert "Job runs left out" not in text
+    assert "The replay (week 2 again) DID SOMETHING: tx_hhs 2024-01-12: applied; delivered 3." in text
+    replay_check = next(c for c in compute_targets({"1000": entry}) if c.name.startswith("replay"))
+    assert (replay_check.met, replay_check.note) == (False, "JVM start-up included")
