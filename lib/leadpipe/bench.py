@@ -1329,7 +1329,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Each size gets a fresh embedded PostgreSQL (its own data folder, on the same machine) and a fresh "
         "warehouse, then four runs: week 1, week 2, week 2 again (a replay: its files were applied, so it "
         "should parse, commit and deliver nothing), and a no-change week (week 2's files, hard-linked under the "
-        "next week's date: read and standardized, nothing new, changed or removed). "
+        "next week's date: read and standardized, nothing new, changed or removed); `--runs` (`RUNS=`) measures "
+        "fewer, and a size that left some out says which. "
         + (
             f"The driver JVM's heap is what spark-submit reads from the venv's spark-defaults.conf "
             f"(`spark.driver.memory`, written by `make jars` from settings.yaml): the job runs were launched with "
