@@ -23,10 +23,11 @@ def _process(wall: float) -> ProcessRun:
     return ProcessRun("job", ["spark-submit"], wall, 0, 1000.0, 600.0, "java", {}, 10, "o.log", "e.log")
 
 
-def _size(rows: int, jobs: list[JobRun], runs_skipped: str | None) -> dict:
+def _size(rows: int, jobs: list[JobRun], left_out: list[str]) -> dict:
     result = SizeResult(rows, "2026-12-03T19:00:00+00:00", {"cpu": "test"}, jobs=jobs, commit="abc1234")
     result.baselines_skipped = True
-    result.runs_skipped = runs_skipped
+    result.runs_left_out = left_out
+    result.runs_skipped = f"{', '.join(left_out)} not run (--runs ...)" if left_out else None
     return asdict(result)
 
 
@@ -52,9 +53,10 @@ def test_a_replay_of_week_1_and_the_runs_left_out_are_said():
     week1 = JobRun("week-1", ".local/bench/data/1000/week-1", _process(60.0), status="succeeded", new=1000)
     replay = JobRun("replay", ".local/bench/data/1000/week-1", _process(9.5), status="succeeded")
     replay.snapshot_statuses = ["tx_hhs 2024-01-05: already_applied"]
-    entry = _size(1000, [week1, replay], "week-2, no-change not run (--runs week-1,replay)")
+    entry = _size(1000, [week1, replay], ["week-2", "no-change"])
     text = render_markdown({"sizes": {"1000": entry}})
-    assert "Job runs left out: week-2, no-change not run (--runs week-1,replay)." in text
+    assert "Job runs left out: week-2, no-change not run (--runs ...)." in text
+    assert "| 1,000 | 60.0 | - | - | 9.5 (week 1) |" in text  # the replay column says which week
     assert "The replay (week 1 again) did nothing (every snapshot `already_applied`, 0 delivered)." in text
     checks = {c.name.split(" ")[0]: c for c in compute_targets({"1000": entry})}
     assert checks["replay"].measured == 9.5
@@ -69,9 +71,19 @@ def test_a_replay_of_week_2_is_named_so():
     week2 = JobRun("week-2", "d/week-2", _process(61.0), status="succeeded")
     replay = JobRun("replay", "d/week-2", _process(45.0), status="succeeded", delivered=3)
     replay.snapshot_statuses = ["tx_hhs 2024-01-12: applied"]
-    entry = _size(1000, [week1, week2, replay], None)
+    entry = _size(1000, [week1, week2, replay], [])
     text = render_markdown({"sizes": {"1000": entry}})
     assert "Job runs left out" not in text
     assert "The replay (week 2 again) DID SOMETHING: tx_hhs 2024-01-12: applied; delivered 3." in text
     replay_check = next(c for c in compute_targets({"1000": entry}) if c.name.startswith("replay"))
     assert (replay_check.met, replay_check.note) == (False, "JVM start-up included")
+
+
+def test_a_no_change_run_that_was_asked_for_but_never_started_is_not_called_left_out():
+    week1 = JobRun("week-1", "d/week-1", _process(60.0), status="succeeded")
+    week2 = JobRun("week-2", "d/week-2", _process(61.0), status="failed")
+    week2.process.exit_code = 1  # so no-change, asked for, was never started
+    entry = _size(1000, [week1, week2], ["replay"])
+    entry["runs_skipped"] = "replay not run (--runs week-1,week-2,no-change)"  # as bench_size words it
+    check = next(c for c in compute_targets({"1000": entry}) if c.name.startswith("no-change"))
+    assert (check.shown, check.met) == ("not measured", None)

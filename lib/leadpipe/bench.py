@@ -76,7 +76,7 @@ PANDAS_TABLE = "pandas_leads"
 #: what each target compares: (figure, target as shown, bound)
 TARGETS = {
     "parse": ("week 1 wall / Spark bare parse wall", "<= 3.0", 3.0),
-    "replay": ("replay (week 2 again: applied files, recognised by checksum) wall, s", "seconds (<= 30 s)", 30.0),
+    "replay": ("replay (applied files again, recognised by checksum) wall, s", "seconds (<= 30 s)", 30.0),
     "nochange": ("no-change week (week 2's content, next date) wall / Spark bare parse wall", "<= 1.5", 1.5),
     "delivery": ("job delivery rows/s / psql \\copy rows/s", ">= 0.5", 0.5),
     "pandas": ("pandas week 1 wall / job week 1 wall", ">= 5.0 at 1,000,000 rows", 5.0),
@@ -119,7 +119,7 @@ class ProcessRun:
 class JobRun:
     """One run of the weekly job, with what its summary says."""
 
-    run: str  # week-1, week-2, replay
+    run: str  # one of JOB_RUNS: week-1, week-2, replay, no-change
     input: str
     process: ProcessRun
     status: str | None = None
@@ -197,7 +197,8 @@ class SizeResult:
     pandas_skipped: str | None = None
     psql_copy: CopyRun | None = None
     baselines_skipped: bool = False
-    runs_skipped: str | None = None  # job runs left out by --runs, and why
+    runs_skipped: str | None = None  # job runs left out by --runs, said in words
+    runs_left_out: list[str] = field(default_factory=list)  # the same runs, by name
     failures: list[str] = field(default_factory=list)
     commit: str | None = None  # the code measured: git describe --always --dirty
 
@@ -855,9 +856,9 @@ def bench_size(
     """Every measurement of one size. ``runs``: the job runs, in ``JOB_RUNS`` order (week 1 always;
     the replay replays the last week run before it: week 2, or week 1 when week 2 is left out)."""
     result = SizeResult(rows, datetime.now(UTC).isoformat(timespec="seconds"), machine, commit=code_commit())
-    left_out = [r for r in JOB_RUNS if r not in runs]
-    if left_out:
-        result.runs_skipped = f"{', '.join(left_out)} not run (--runs {','.join(runs)})"
+    result.runs_left_out = [r for r in JOB_RUNS if r not in runs]
+    if result.runs_left_out:
+        result.runs_skipped = f"{', '.join(result.runs_left_out)} not run (--runs {','.join(runs)})"
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     result.data = data = prepare_data(out, rows)
@@ -1027,7 +1028,7 @@ def compute_targets(sizes: dict[str, dict]) -> list[TargetCheck]:
             shown = f"{r:.2f} ({_wall(same):.1f} s / {bare:.1f} s)"
         elif _wall(same) is not None:
             shown = f"no-change week {_wall(same):.1f} s; no bare parse"
-        elif same is None and "no-change" in (e.get("runs_skipped") or ""):
+        elif same is None and "no-change" in (e.get("runs_left_out") or []):
             shown = "not run (--runs)"
         else:
             shown = "not measured"
@@ -1408,7 +1409,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 _s(_wall(w1)),
                 _n((w1 or {}).get("rows_per_s")),
                 _s(_wall(_job(e, "week-2"))),
-                _s(_wall(replay)),
+                _s(_wall(replay)) + (" (week 1)" if replay and _replayed(replay) == "week 1" else ""),
                 _gb(w1["process"]["peak_tree_rss_mb"]) if w1 else "-",
                 f"{_gb(w1['process']['peak_single_rss_mb'])} ({w1['process']['peak_single_process']})" if w1 else "-",
                 ", ".join(f"{k} {_gb(v)}" for k, v in w1["process"]["peak_rss_by_process_mb"].items() if v >= 50)
