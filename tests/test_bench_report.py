@@ -27,7 +27,6 @@ def _size(rows: int, jobs: list[JobRun], left_out: list[str]) -> dict:
     result = SizeResult(rows, "2026-12-03T19:00:00+00:00", {"cpu": "test"}, jobs=jobs, commit="abc1234")
     result.baselines_skipped = True
     result.runs_left_out = left_out
-    result.runs_skipped = f"{', '.join(left_out)} not run (--runs ...)" if left_out else None
     return asdict(result)
 
 
@@ -55,7 +54,7 @@ def test_a_replay_of_week_1_and_the_runs_left_out_are_said():
     replay.snapshot_statuses = ["tx_hhs 2024-01-05: already_applied"]
     entry = _size(1000, [week1, replay], ["week-2", "no-change"])
     text = render_markdown({"sizes": {"1000": entry}})
-    assert "Job runs left out: week-2, no-change not run (--runs ...)." in text
+    assert "Job runs left out: week-2, no-change not run (--runs week-1,replay)." in text
     assert "| 1,000 | 60.0 | - | - | 9.5 (week 1) |" in text  # the replay column says which week
     assert "The replay (week 1 again) did nothing (every snapshot `already_applied`, 0 delivered)." in text
     checks = {c.name.split(" ")[0]: c for c in compute_targets({"1000": entry})}
@@ -83,7 +82,6 @@ def test_a_no_change_run_that_was_asked_for_but_never_started_is_not_called_left
     week1 = JobRun("week-1", "d/week-1", _process(60.0), status="succeeded")
     week2 = JobRun("week-2", "d/week-2", _process(61.0), status="failed")
     week2.process.exit_code = 1  # so no-change, asked for, was never started
-    entry = _size(1000, [week1, week2], ["replay"])
-    entry["runs_skipped"] = "replay not run (--runs week-1,week-2,no-change)"  # as bench_size words it
+    entry = _size(1000, [week1, week2], ["replay"])  # --runs week-1,week-2,no-change
     check = next(c for c in compute_targets({"1000": entry}) if c.name.startswith("no-change"))
     assert (check.shown, check.met) == ("not measured", None)

@@ -197,8 +197,7 @@ class SizeResult:
     pandas_skipped: str | None = None
     psql_copy: CopyRun | None = None
     baselines_skipped: bool = False
-    runs_skipped: str | None = None  # job runs left out by --runs, said in words
-    runs_left_out: list[str] = field(default_factory=list)  # the same runs, by name
+    runs_left_out: list[str] = field(default_factory=list)  # job runs left out by --runs
     failures: list[str] = field(default_factory=list)
     commit: str | None = None  # the code measured: git describe --always --dirty
 
@@ -857,8 +856,6 @@ def bench_size(
     the replay replays the last week run before it: week 2, or week 1 when week 2 is left out)."""
     result = SizeResult(rows, datetime.now(UTC).isoformat(timespec="seconds"), machine, commit=code_commit())
     result.runs_left_out = [r for r in JOB_RUNS if r not in runs]
-    if result.runs_left_out:
-        result.runs_skipped = f"{', '.join(result.runs_left_out)} not run (--runs {','.join(runs)})"
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     result.data = data = prepare_data(out, rows)
@@ -1165,8 +1162,10 @@ def size_tables(e: dict) -> list[str]:
     errors = [f"{j['run']}: {err}" for j in runs for err in j.get("errors") or []]
     if errors:
         lines += ["", "Errors reported by the job: " + "; ".join(f"`{x}`" for x in errors[:6])]
-    if e.get("runs_skipped"):
-        lines += ["", f"Job runs left out: {e['runs_skipped']}."]
+    left_out = e.get("runs_left_out") or []
+    if left_out:
+        chosen = ",".join(r for r in JOB_RUNS if r not in left_out)
+        lines += ["", f"Job runs left out: {', '.join(left_out)} not run (--runs {chosen})."]
     replay = jobs.get("replay")
     if replay and replay["process"]["exit_code"] == 0:
         nothing = replay["delivered"] == 0 and all(s.endswith("already_applied") for s in replay["snapshot_statuses"])
