@@ -6,7 +6,13 @@ from datetime import date
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from leadpipe.merge import merge_source_snapshot, read_applied_state, txn_version
+from leadpipe.merge import (
+    merge_source_snapshot,
+    read_applied_state,
+    table_id_and_version,
+    transaction_versions,
+    txn_version,
+)
 from tests.helpers import leads
 
 W1, W2, W3 = date(2024, 1, 5), date(2024, 1, 12), date(2024, 1, 19)
@@ -89,6 +95,27 @@ def test_a_snapshot_is_committed_once_with_its_record(spark, tmp_path):
     assert applied.applied[("s1", W2)].run_id == "run1" and applied.applied[("s1", W2)].version == r1.version
     assert applied.applied[("s1", W2)].files == ((f"{W2}.csv", 1, "x"),)
     assert txn_version(W3) == 20240119
+
+
+def test_transaction_ids_and_position_come_from_the_checksum_or_the_log(spark, tmp_path):
+    path = str(tmp_path / "leads")
+    merge(spark, path, [{"lead_id": "s1-a", "license_number": "A"}], "s1", W1, "run1")
+    merge(spark, path, [{"lead_id": "s2-x", "license_number": "X", "source": "s2"}], "s2", W2, "run1")
+    merge(spark, path, [{"lead_id": "s1-a", "license_number": "A"}], "s1", W3, "run2")
+    expected = {"leadpipe:s1": 20240119, "leadpipe:s2": 20240112}
+    assert transaction_versions(spark, path) == expected  # from the newest version's .crc
+    detail = DeltaTable.forPath(spark, path).detail().first()
+    history = DeltaTable.forPath(spark, path).history(1).first()
+    assert table_id_and_version(spark, path) == (detail.id, history.version)
+    # a log without checksum files (another writer, or an older Delta): Delta's state reconstruction
+    for crc in (tmp_path / "leads" / "_delta_log").glob("*.crc"):
+        crc.unlink()
+    delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog
+    delta_log.clearCache()  # the cached snapshot keeps the checksum it read
+    none = spark._jvm.scala.Option.empty()
+    assert delta_log.forTable(spark._jsparkSession, path).update(False, none, none).checksumOpt().isEmpty()
+    assert transaction_versions(spark, path) == expected
+    assert read_applied_state(spark, path).latest == {"s1": W3, "s2": W2}
 
 
 def test_a_rule_change_is_restandardized_not_changed(spark, tmp_path):

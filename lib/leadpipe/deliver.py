@@ -34,7 +34,6 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from delta.tables import DeltaTable
 from psycopg import sql
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -43,7 +42,7 @@ from pyspark.sql import types as T
 
 from leadpipe import faults
 from leadpipe.canonical import LEAD_SCHEMA
-from leadpipe.merge import change_feed
+from leadpipe.merge import change_feed, table_id_and_version
 from leadpipe.postgres import DbTarget
 from leadpipe.run_report import ensure_views
 from leadpipe.runs import RUNS_TABLE, ensure_run_table
@@ -153,8 +152,7 @@ def _max_delivered(conn, schema: str, table_id: str) -> int | None:
 
 def table_position(spark: SparkSession, path: str) -> tuple[str, int]:
     """(the Delta table's id, its current version): what the delivery ledger is keyed by."""
-    delta = DeltaTable.forPath(spark, path)
-    return delta.detail().select("id").first()["id"], int(delta.history(1).select("version").first()["version"])
+    return table_id_and_version(spark, path)
 
 
 def inserted_leads(spark: SparkSession, path: str, first: int, last: int) -> DataFrame:

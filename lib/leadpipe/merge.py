@@ -194,12 +194,31 @@ def table_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
-def transaction_versions(spark: SparkSession, path: str) -> dict[str, int]:
-    """The table's Delta transaction ids (appId -> version), read from its newest snapshot."""
+def _latest_snapshot(spark: SparkSession, path: str):
+    """The table's newest Delta snapshot (a JVM object). Listing the log only: no Spark job."""
     jvm = spark.sparkContext._jvm
     none = jvm.scala.Option.empty()
-    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
-    txns = delta_log.update(False, none, none).setTransactions()
+    return jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path).update(False, none, none)
+
+
+def table_id_and_version(spark: SparkSession, path: str) -> tuple[str, int]:
+    """(the Delta table's id, its newest version), from the log's newest commit and checksum,
+    without the state reconstruction that ``DESCRIBE DETAIL`` or ``history()`` start."""
+    snap = _latest_snapshot(spark, path)
+    return str(snap.metadata().id()), int(snap.version())
+
+
+def transaction_versions(spark: SparkSession, path: str) -> dict[str, int]:
+    """The table's Delta transaction ids (appId -> version) at its newest version.
+
+    Read from the version's checksum file (``.crc``), where Delta writes every transaction id
+    of the table at each commit while they are few (``setTransactionsInCrc.maxAllowed``);
+    otherwise, or when the checksum is missing, from Delta's state reconstruction (a Spark job
+    over the whole log: 8-15 s of a run that has nothing else to do)."""
+    snap = _latest_snapshot(spark, path)
+    checksum = snap.checksumOpt()
+    in_crc = checksum.get().setTransactions() if checksum.isDefined() else None
+    txns = in_crc.get() if in_crc is not None and in_crc.isDefined() else snap.setTransactions()
     out = {}
     for i in range(txns.size()):
         t = txns.apply(i)
