@@ -7,8 +7,11 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from leadpipe.merge import (
+    REMOVED_MARK,
+    diff_rows,
     merge_source_snapshot,
     read_applied_state,
+    snapshot_diff,
     table_id_and_version,
     transaction_versions,
     txn_version,
@@ -164,3 +167,51 @@ def test_extras_stay_the_latest_snapshots_and_change_no_lead(spark, tmp_path):
     t = state(spark, path)
     assert (t["s1-a"].extras["Rating"], t["s1-a"].snapshot_date) == ("5", W3)
     assert t["s1-b"].snapshot_date == W2  # same extras in another order: left alone
+
+
+def test_the_merge_is_given_only_the_leads_it_changes(spark, tmp_path):
+    """The MERGE's source is the diff: new, changed (any part of the CHANGED condition: the
+    business fields, a return, extras) and removed leads; an unchanged lead, a lead removed
+    before and still gone, and another source's leads are not in it. Broadcast or not, the
+    rows are the same; a week with nothing to do has an empty diff and still commits."""
+    path = str(tmp_path / "leads")
+    week1 = [
+        {"lead_id": f"s1-{k}", "license_number": k.upper(), "company": name}
+        for k, name in [("a", "Alpha"), ("b", "Beta"), ("c", "Gamma"), ("e", "Epsilon"), ("f", "Phi")]
+    ]
+    merge(spark, path, week1, "s1", W1, "run1")
+    merge(spark, path, [{"lead_id": "s2-x", "license_number": "X", "company": "X", "source": "s2"}], "s2", W1, "run1")
+    merge(spark, path, [r for r in week1 if r["lead_id"] != "s1-e"], "s1", W2, "run2")  # e removed
+    week3 = [
+        week1[0],  # a: unchanged
+        {**week1[1], "capacity": 12},  # b: changed
+        {**week1[4], "extras": {"Rating": "4"}},  # f: extras only
+        {"lead_id": "s1-d", "license_number": "D", "company": "Delta"},  # d: new
+    ]  # c: removed now; e: removed before, still gone
+    snapshot = leads(spark, week3, W3)
+    table = spark.read.format("delta").load(path)
+    diff = snapshot_diff(table, snapshot, "s1")
+    assert sorted((r.lead_id, r[REMOVED_MARK]) for r in diff.collect()) == [
+        ("s1-b", False),
+        ("s1-c", True),
+        ("s1-d", False),
+        ("s1-f", False),
+    ]
+    for broadcast in (True, False):
+        rows = {r.lead_id: r for r in diff_rows(snapshot, diff, broadcast).collect()}
+        assert sorted(rows) == ["s1-b", "s1-c", "s1-d", "s1-f"]
+        assert (rows["s1-b"].capacity, rows["s1-d"].company, rows["s1-f"].extras) == (12, "Delta", {"Rating": "4"})
+        assert (rows["s1-c"][REMOVED_MARK], rows["s1-c"].company, rows["s1-b"][REMOVED_MARK]) == (True, None, False)
+
+    r3 = merge(spark, path, week3, "s1", W3, "run3")
+    assert r3.counts == {"new": 1, "changed": 1, "returned": 0, "restandardized": 0, "removed": 1, "unchanged": 2}
+    t = state(spark, path)
+    assert (t["s1-c"].is_active, t["s1-c"].removed_on, t["s1-c"].run_id) == (False, W3, "run3")
+    assert (t["s1-e"].removed_on, t["s1-e"].run_id, t["s1-f"].extras) == (W2, "run2", {"Rating": "4"})
+    assert (t["s1-a"].run_id, t["s2-x"].is_active) == ("run1", True)
+
+    W4 = date(2024, 1, 26)
+    assert snapshot_diff(spark.read.format("delta").load(path), leads(spark, week3, W4), "s1").count() == 0
+    r4 = merge(spark, path, week3, "s1", W4, "run4")
+    assert r4.version == r3.version + 1 and r4.counts["unchanged"] == 4
+    assert transaction_versions(spark, path)["leadpipe:s1"] == txn_version(W4)

@@ -277,6 +277,49 @@ def active_and_removed(spark: SparkSession, path: str, snapshot: DataFrame, sour
     return int(row["active"]), int(row["removed"])
 
 
+#: The column that marks a removal in the MERGE's source (:func:`merge_source_rows`).
+REMOVED_MARK = "__lp_removed"
+#: Diffs up to this many leads are broadcast into the MERGE: the snapshot's rows are then not shuffled.
+BROADCAST_DIFF_ROWS = 500_000
+
+
+def snapshot_diff(target: DataFrame, snapshot: DataFrame, source: str) -> DataFrame:
+    """The leads a weekly MERGE of ``snapshot`` acts on, found before it runs: ``lead_id`` and
+    ``REMOVED_MARK`` (true: an active lead of ``source`` that the snapshot no longer lists; false:
+    a lead the table lacks, or a listed lead that meets the MERGE's own ``CHANGED`` condition).
+
+    A full outer join of narrow columns only (lead_id, the two hashes, the rules version, extras,
+    is_active) of the snapshot and of the source's leads in ``target``.
+    """
+    keys = ["lead_id", "record_hash", RAW_HASH_COLUMN, RULES_VERSION_COLUMN, EXTRAS_COLUMN]
+    known = target.filter(F.col("source") == source).select(*keys, "is_active")
+    return (
+        snapshot.select(*keys)
+        .alias("s")
+        .join(known.alias("t"), F.col("s.lead_id") == F.col("t.lead_id"), "full_outer")
+        .where(
+            F.col("t.lead_id").isNull()
+            | (F.col("s.lead_id").isNull() & F.col("t.is_active"))
+            | (F.col("s.lead_id").isNotNull() & F.expr(CHANGED))
+        )
+        .select(
+            F.coalesce(F.col("s.lead_id"), F.col("t.lead_id")).alias("lead_id"),
+            F.col("s.lead_id").isNull().alias(REMOVED_MARK),
+        )
+    )
+
+
+def diff_rows(snapshot: DataFrame, diff: DataFrame, broadcast: bool) -> DataFrame:
+    """The MERGE's source: the rows of ``snapshot`` the diff names (new or changed), and one row
+    per removal with only ``lead_id`` and ``REMOVED_MARK`` set. ``broadcast``: the diff is small
+    enough to send to every task, so the snapshot's wide rows are filtered where they are read,
+    never shuffled."""
+    listed = diff.filter(~F.col(REMOVED_MARK)).select("lead_id")
+    listed = F.broadcast(listed) if broadcast else listed
+    rows = snapshot.join(listed, "lead_id", "left_semi").withColumn(REMOVED_MARK, F.lit(False))
+    return rows.unionByName(diff.filter(F.col(REMOVED_MARK)), allowMissingColumns=True)
+
+
 def merge_source_snapshot(
     spark: SparkSession,
     path: str,
@@ -296,6 +339,13 @@ def merge_source_snapshot(
     commit in a fraction of the time). It is the same MERGE commit with the same transaction id
     and record; a lead that is there after all (it cannot be, while the run holds the lock) is
     left as it is rather than inserted twice.
+
+    Otherwise the MERGE is given only what it acts on (:func:`snapshot_diff`, :func:`diff_rows`):
+    the same inserts, updates and removals as a MERGE of the whole snapshot with a
+    not-matched-by-source clause, but Delta joins a few percent of the rows instead of the whole
+    snapshot twice (once to find the files to touch, once to rewrite them). The diff is read from
+    the table's newest version when each attempt starts; the run's lock keeps it the version the
+    MERGE reads (no other run writes the table meanwhile).
 
     ``metadata`` (files, counts, rules version) goes into the commit with the run id, source and
     date. Returns ``version=None`` when the table already holds this or a newer snapshot of the
@@ -322,28 +372,36 @@ def merge_source_snapshot(
         "spark.databricks.delta.write.txnVersion": str(txn_version(snapshot_date)),
         "spark.databricks.delta.commitInfo.userMetadata": json.dumps(commit_meta, default=str),
     }
+    on = f"t.source = '{source}' AND t.lead_id = s.lead_id"
+    removal = {
+        "is_active": "false",
+        "removed_on": date_value(snapshot_date, F.col("t.source")),  # compiled once
+        "run_id": f"'{run_id}'",
+        "last_change": "'removed'",
+    }
     for attempt in range(1, attempts + 1):
         for k, v in conf.items():
             spark.conf.set(k, v)
         try:
-            merge = table.alias("t").merge(src.alias("s"), f"t.source = '{source}' AND t.lead_id = s.lead_id")
             if first:
-                merge = merge.whenNotMatchedInsert(values=insert_values)
-            else:
-                merge = (
-                    merge.whenMatchedUpdate(condition=CHANGED, set=update_set)
-                    .whenNotMatchedInsert(values=insert_values)
-                    .whenNotMatchedBySourceUpdate(
-                        condition=f"t.source = '{source}' AND t.is_active",
-                        set={
-                            "is_active": "false",
-                            "removed_on": date_value(snapshot_date, F.col("t.source")),  # compiled once
-                            "run_id": f"'{run_id}'",
-                            "last_change": "'removed'",
-                        },
-                    )
+                merge = table.alias("t").merge(src.alias("s"), on)
+                metrics = merge.whenNotMatchedInsert(values=insert_values).execute().collect()
+                break
+            diff = snapshot_diff(table.toDF(), src, source).persist()  # narrow: two columns
+            try:
+                size = diff.count()
+                rows = diff_rows(src, diff, broadcast=size <= BROADCAST_DIFF_ROWS)
+                metrics = (
+                    table.alias("t")
+                    .merge(rows.alias("s"), on)
+                    .whenMatchedUpdate(condition=f"s.{REMOVED_MARK} AND t.is_active", set=removal)
+                    .whenMatchedUpdate(condition=f"NOT s.{REMOVED_MARK} AND ({CHANGED})", set=update_set)
+                    .whenNotMatchedInsert(condition=f"NOT s.{REMOVED_MARK}", values=insert_values)
+                    .execute()
+                    .collect()
                 )
-            metrics = merge.execute().collect()
+            finally:
+                diff.unpersist()
             break
         except Exception as exc:  # py4j wraps Delta's io.delta.exceptions.Concurrent*Exception
             text = str(exc)
