@@ -50,6 +50,7 @@ def test_week1_then_week2_then_replays(spark, sources, settings, db, tmp_path, b
 
     r2 = run_weekly(spark, sources, w2["input"], wh, db, settings, run_id="week2")
     assert r2.ok, r2.summary
+    assert list(Path(wh, "_scratch").iterdir()) == []  # a finished run leaves no scratch for the next to find
     for sid, s in r2.summary["sources"].items():
         m = w2["sources"][sid]
         got = (s["new"], s["changed"], s["removed"], s["unchanged"])

@@ -72,8 +72,11 @@ class Warehouse:
     def scratch(self) -> str:
         return self._path("_scratch")
 
+    def scratch_of_run(self, run_id: str) -> str:
+        return f"{self.scratch}/{run_id}"
+
     def scratch_for(self, run_id: str, snapshot_date: date) -> str:
-        return f"{self.scratch}/{run_id}/{snapshot_date.isoformat()}"
+        return f"{self.scratch_of_run(run_id)}/{snapshot_date.isoformat()}"
 
 
 def delete_path(spark: SparkSession, path: str) -> bool:
