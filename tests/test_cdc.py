@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 
 from leadpipe.merge import (
     REMOVED_MARK,
+    _latest_snapshot,
     diff_rows,
     merge_source_snapshot,
     read_applied_state,
@@ -18,7 +19,7 @@ from leadpipe.merge import (
 )
 from tests.helpers import leads
 
-W1, W2, W3 = date(2024, 1, 5), date(2024, 1, 12), date(2024, 1, 19)
+W1, W2, W3, W4 = date(2024, 1, 5), date(2024, 1, 12), date(2024, 1, 19), date(2024, 1, 26)
 
 
 def state(spark, path):
@@ -113,10 +114,8 @@ def test_transaction_ids_and_position_come_from_the_checksum_or_the_log(spark, t
     # a log without checksum files (another writer, or an older Delta): Delta's state reconstruction
     for crc in (tmp_path / "leads" / "_delta_log").glob("*.crc"):
         crc.unlink()
-    delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog
-    delta_log.clearCache()  # the cached snapshot keeps the checksum it read
-    none = spark._jvm.scala.Option.empty()
-    assert delta_log.forTable(spark._jsparkSession, path).update(False, none, none).checksumOpt().isEmpty()
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()  # the cached snapshot keeps the checksum it read
+    assert _latest_snapshot(spark, path).checksumOpt().isEmpty()
     assert transaction_versions(spark, path) == expected
     assert read_applied_state(spark, path).latest == {"s1": W3, "s2": W2}
 
@@ -210,7 +209,6 @@ def test_the_merge_is_given_only_the_leads_it_changes(spark, tmp_path):
     assert (t["s1-e"].removed_on, t["s1-e"].run_id, t["s1-f"].extras) == (W2, "run2", {"Rating": "4"})
     assert (t["s1-a"].run_id, t["s2-x"].is_active) == ("run1", True)
 
-    W4 = date(2024, 1, 26)
     assert snapshot_diff(spark.read.format("delta").load(path), leads(spark, week3, W4), "s1").count() == 0
     r4 = merge(spark, path, week3, "s1", W4, "run4")
     assert r4.version == r3.version + 1 and r4.counts["unchanged"] == 4

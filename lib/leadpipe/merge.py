@@ -277,7 +277,7 @@ def active_and_removed(spark: SparkSession, path: str, snapshot: DataFrame, sour
     return int(row["active"]), int(row["removed"])
 
 
-#: The column that marks a removal in the MERGE's source (:func:`merge_source_rows`).
+#: The column that marks a removal in the MERGE's source (:func:`diff_rows`).
 REMOVED_MARK = "__lp_removed"
 #: Diffs up to this many leads are broadcast into the MERGE: the snapshot's rows are then not shuffled.
 BROADCAST_DIFF_ROWS = 500_000

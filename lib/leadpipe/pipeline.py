@@ -277,11 +277,12 @@ def finish(run: Run, record: RunRecord | None) -> None:
         log.error("run record: could not write the end of run %s: %s", run.state.run_id, _first_line(exc))
     finally:
         if run.lock is not None:
+            scratch = run.wh.scratch_of_run(run.state.run_id)
             try:  # each snapshot's folder went with it; the run's own too, so that the next run
                 # finds no scratch unless this one was killed (it says so when it deletes one)
-                wh_mod.delete_path(run.spark, run.wh.scratch_of_run(run.state.run_id))
+                wh_mod.delete_path(run.spark, scratch)
             except Exception as exc:
-                log.warning("lock: could not delete %s: %s", run.wh.scratch_of_run(run.state.run_id), _first_line(exc))
+                log.warning("lock: could not delete %s: %s", scratch, _first_line(exc))
             run.lock.release()
 
 
