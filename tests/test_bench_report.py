@@ -10,12 +10,19 @@ import pytest
 
 from leadpipe.bench import (
     JOB_RUNS,
+    RESULTS_OPEN,
     JobRun,
     ProcessRun,
     SizeResult,
     compute_targets,
+    embedded_results,
+    load_results,
+    main,
     parse_runs,
     render_markdown,
+    save_results,
+    seed_results,
+    write_markdown,
 )
 
 
@@ -85,3 +92,49 @@ def test_a_no_change_run_that_was_asked_for_but_never_started_is_not_called_left
     entry = _size(1000, [week1, week2], ["replay"])  # --runs week-1,week-2,no-change
     check = next(c for c in compute_targets({"1000": entry}) if c.name.startswith("no-change"))
     assert (check.shown, check.met) == ("not measured", None)
+
+
+def _two_sizes() -> dict:
+    week1 = JobRun("week-1", "d/week-1", _process(60.0), status="succeeded", new=1000)
+    big = JobRun("week-1", "d/week-1", _process(600.0), status="succeeded", new=100000)
+    small = _size(1000, [week1], ["week-2", "replay", "no-change"])
+    small["failures"] = ["a run said --> and --runs"]  # '-->' would end an HTML comment
+    return {"sizes": {"1000": small, "100000": _size(100000, [big], ["week-2", "replay", "no-change"])}}
+
+
+def test_benchmarks_md_keeps_the_results_it_was_rendered_from(tmp_path):
+    results = _two_sizes()
+    md = tmp_path / "BENCHMARKS.md"
+    write_markdown(md, results)
+    text = md.read_text()
+    assert text.startswith(render_markdown(results).rstrip())  # what a reader sees is unchanged
+    kept = text[text.index(RESULTS_OPEN) :]
+    assert kept.count("-->") == 1 and kept.endswith("-->\n")  # the comment ends once, at the end of the file
+    assert embedded_results(text) == results
+    assert embedded_results(render_markdown(results)) is None  # a file from before: nothing kept
+
+
+def test_a_clone_without_results_json_starts_from_benchmarks_md(tmp_path):
+    results = _two_sizes()
+    md = tmp_path / "BENCHMARKS.md"
+    write_markdown(md, results)
+    results_json = tmp_path / "bench" / "results.json"
+    assert seed_results(results_json, md) is True
+    assert load_results(results_json) == results
+    # results.json of this clone wins over the committed file
+    kept = {"sizes": {"1000": results["sizes"]["1000"]}}
+    save_results(results_json, kept)
+    assert seed_results(results_json, md) is False
+    assert load_results(results_json) == kept
+
+
+def test_report_only_rewrites_benchmarks_md_from_the_kept_results(tmp_path, capsys):
+    results = _two_sizes()
+    md = tmp_path / "BENCHMARKS.md"
+    write_markdown(md, results)
+    md.write_text(md.read_text().replace("# Benchmarks", "# stale heading"))
+    out = tmp_path / "bench"
+    assert main(["--report-only", "--out", str(out), "--markdown", str(md)]) == 0
+    assert md.read_text().startswith("# Benchmarks")
+    assert embedded_results(md.read_text()) == results
+    assert load_results(out / "results.json") == results

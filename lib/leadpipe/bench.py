@@ -32,7 +32,8 @@ weekly snapshots (default 52 x 100,000 rows), with the seconds each snapshot too
 Data come from ``leadpipe.sample.generate_scaled`` (kept and reused in ``<out>/data/<rows>``;
 generation is timed but never part of a figure). Results merge into ``<out>/results.json`` (so
 sizes can be run one at a time) and ``BENCHMARKS.md`` at the project root is rewritten from all
-of them, with the targets met or missed. Exit status 1 when a job run (or a baseline) failed;
+of them, with the targets met or missed, and keeps them at its end: a clone without
+``results.json`` starts from those. Exit status 1 when a job run (or a baseline) failed;
 the results are written anyway.
 """
 
@@ -945,7 +946,7 @@ def run_backfill_once(out: Path, weeks: int, rows: int, results_path: Path, mark
     results = load_results(results_path)
     results["backfill"] = asdict(b)
     save_results(results_path, results)
-    markdown.write_text(render_markdown(results))
+    write_markdown(markdown, results)
     p = b.process or {}
     print(
         f"backfill {weeks} x {rows:,}: {p.get('wall_s')} s, exit {p.get('exit_code')}, {b.status}; "
@@ -966,13 +967,64 @@ def _postmaster_pid(data_dir: Path) -> int | None:
 # --------------------------------------------------------------------------- results
 
 
+def _valid_results(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("sizes"), dict)
+
+
 def load_results(path: Path) -> dict[str, Any]:
     if path.exists():
         with contextlib.suppress(json.JSONDecodeError):
             data = json.loads(path.read_text())
-            if isinstance(data, dict) and isinstance(data.get("sizes"), dict):
+            if _valid_results(data):
                 return data
     return {"sizes": {}}
+
+
+#: BENCHMARKS.md ends with the results it was rendered from, in an HTML comment (invisible when
+#: rendered): a clone that never ran the benchmark, or whose .local/ was deleted, still has every
+#: size measured, so measuring one size again rewrites the file without dropping the others.
+RESULTS_OPEN, RESULTS_CLOSE = "<!-- leadpipe-bench-results", "-->"
+
+
+def embed_results(markdown: str, results: dict[str, Any]) -> str:
+    """``markdown`` followed by ``results`` as JSON inside an HTML comment (read by :func:`embedded_results`)."""
+    # '-->' would end the comment early; '\u003e' is the same '>' to a JSON reader
+    text = json.dumps(results, indent=1, sort_keys=True, default=str).replace("-->", "--\\u003e")
+    return f"{markdown.rstrip()}\n\n{RESULTS_OPEN}\n{text}\n{RESULTS_CLOSE}\n"
+
+
+def embedded_results(markdown: str) -> dict[str, Any] | None:
+    """The results :func:`embed_results` put at the end of ``markdown``; None when there are none
+    (a file written before they were kept there) or they do not read as results."""
+    start = markdown.rfind(RESULTS_OPEN)
+    if start < 0:
+        return None
+    body = markdown[start + len(RESULTS_OPEN) :]
+    end = body.rfind(RESULTS_CLOSE)
+    if end < 0:
+        return None
+    with contextlib.suppress(json.JSONDecodeError):
+        data = json.loads(body[:end])
+        if _valid_results(data):
+            return data
+    return None
+
+
+def seed_results(results_path: Path, markdown: Path) -> bool:
+    """When ``results_path`` does not exist, write there the results embedded in ``markdown``
+    (what the committed BENCHMARKS.md was rendered from); True when it did."""
+    if results_path.exists() or not markdown.exists():
+        return False
+    data = embedded_results(markdown.read_text())
+    if data is None:
+        return False
+    save_results(results_path, data)
+    return True
+
+
+def write_markdown(markdown: Path, results: dict[str, Any]) -> None:
+    """BENCHMARKS.md rendered from ``results``, with them embedded at its end."""
+    markdown.write_text(embed_results(render_markdown(results), results))
 
 
 def save_results(path: Path, results: dict[str, Any]) -> None:
@@ -1286,7 +1338,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         "# Benchmarks",
         "",
         "Written by `make bench` (`python -m leadpipe.bench`, lib/leadpipe/bench.py) from `.local/bench/results.json`; "
-        "every run of the harness rewrites this file from all the sizes measured so far.",
+        "every run of the harness rewrites this file from all the sizes measured so far. Those results are kept at "
+        "the end of this file too (an HTML comment), and a clone without `.local/bench/results.json` starts from them: "
+        "measuring one size again keeps the others.",
         "",
         "## Machine",
         "",
@@ -1578,12 +1632,14 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
+    if seed_results(results_path, args.markdown):
+        log.info("%s started from the results kept in %s", _rel(results_path), _rel(args.markdown))
     if args.report_only:
         results = load_results(results_path)
         if not results["sizes"] and not results.get("backfill"):
             log.error("no results in %s: nothing to report", _rel(results_path))
             return 1
-        args.markdown.write_text(render_markdown(results))
+        write_markdown(args.markdown, results)
         log.info("%s rewritten from %s", _rel(args.markdown), _rel(results_path))
         print_targets(results)
         return 0
@@ -1618,7 +1674,7 @@ def main(argv: list[str] | None = None) -> int:
         results = load_results(results_path)
         results["sizes"][str(rows)] = asdict(result)
         save_results(results_path, results)
-        args.markdown.write_text(render_markdown(results))
+        write_markdown(args.markdown, results)
         log.info("size %d: results in %s, %s rewritten", rows, _rel(results_path), _rel(args.markdown))
         print("\n".join(size_tables(results["sizes"][str(rows)])), flush=True)
     if args.backfill:
