@@ -96,9 +96,11 @@ def test_a_no_change_run_that_was_asked_for_but_never_started_is_not_called_left
 
 def _two_sizes() -> dict:
     week1 = JobRun("week-1", "d/week-1", _process(60.0), status="succeeded", new=1000)
+    week1.timings = {"discover": 1.0, "state": 2.0, "read": 30.0, "bronze": 5.0, "deliver": 9.0}  # not sorted
     big = JobRun("week-1", "d/week-1", _process(600.0), status="succeeded", new=100000)
     small = _size(1000, [week1], ["week-2", "replay", "no-change"])
-    small["failures"] = ["a run said --> and --runs"]  # '-->' would end an HTML comment
+    # '-->' or '--!>' would end an HTML comment; the opening marker would be taken for the kept results
+    small["failures"] = [f"a run said --> and --!> and --runs and {RESULTS_OPEN}"]
     return {"sizes": {"1000": small, "100000": _size(100000, [big], ["week-2", "replay", "no-change"])}}
 
 
@@ -108,9 +110,12 @@ def test_benchmarks_md_keeps_the_results_it_was_rendered_from(tmp_path):
     write_markdown(md, results)
     text = md.read_text()
     assert text.startswith(render_markdown(results).rstrip())  # what a reader sees is unchanged
-    kept = text[text.index(RESULTS_OPEN) :]
+    kept = text[text.rindex(RESULTS_OPEN) :]
     assert kept.count("-->") == 1 and kept.endswith("-->\n")  # the comment ends once, at the end of the file
     assert embedded_results(text) == results
+    seeded = embedded_results(text)
+    assert list(seeded["sizes"]["1000"]["jobs"][0]["timings"]) == ["discover", "state", "read", "bronze", "deliver"]
+    assert render_markdown(seeded) == render_markdown(results)  # the stage rows come back in their order
     assert embedded_results(render_markdown(results)) is None  # a file from before: nothing kept
 
 
@@ -126,6 +131,9 @@ def test_a_clone_without_results_json_starts_from_benchmarks_md(tmp_path):
     save_results(results_json, kept)
     assert seed_results(results_json, md) is False
     assert load_results(results_json) == kept
+    results_json.write_text("{not json")  # unreadable: the kept results again, not an empty start
+    assert seed_results(results_json, md) is True
+    assert load_results(results_json) == results
 
 
 def test_report_only_rewrites_benchmarks_md_from_the_kept_results(tmp_path, capsys):

@@ -988,8 +988,10 @@ RESULTS_OPEN, RESULTS_CLOSE = "<!-- leadpipe-bench-results", "-->"
 
 def embed_results(markdown: str, results: dict[str, Any]) -> str:
     """``markdown`` followed by ``results`` as JSON inside an HTML comment (read by :func:`embedded_results`)."""
-    # '-->' would end the comment early; '\u003e' is the same '>' to a JSON reader
-    text = json.dumps(results, indent=1, sort_keys=True, default=str).replace("-->", "--\\u003e")
+    # '<' and '>' occur only inside JSON strings, so escaping them (the same characters to a JSON
+    # reader) keeps any '-->', '--!>' or marker text in a value from ending or faking the comment.
+    # Key order is kept: the tables list stages in the order they were stored.
+    text = json.dumps(results, indent=1, default=str).replace("<", "\\u003c").replace(">", "\\u003e")
     return f"{markdown.rstrip()}\n\n{RESULTS_OPEN}\n{text}\n{RESULTS_CLOSE}\n"
 
 
@@ -1011,9 +1013,11 @@ def embedded_results(markdown: str) -> dict[str, Any] | None:
 
 
 def seed_results(results_path: Path, markdown: Path) -> bool:
-    """When ``results_path`` does not exist, write there the results embedded in ``markdown``
-    (what the committed BENCHMARKS.md was rendered from); True when it did."""
-    if results_path.exists() or not markdown.exists():
+    """When ``results_path`` holds no measured size (missing, unreadable or empty), write there the
+    results embedded in ``markdown`` (what the committed BENCHMARKS.md was rendered from); True
+    when it did."""
+    current = load_results(results_path)
+    if current["sizes"] or current.get("backfill") or not markdown.exists():
         return False
     data = embedded_results(markdown.read_text())
     if data is None:
