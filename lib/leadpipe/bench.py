@@ -971,6 +971,11 @@ def _valid_results(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("sizes"), dict)
 
 
+def measured_anything(results: dict[str, Any]) -> bool:
+    """Whether ``results`` (as :func:`load_results` returns them) hold a size or the backfill."""
+    return bool(results["sizes"] or results.get("backfill"))
+
+
 def load_results(path: Path) -> dict[str, Any]:
     if path.exists():
         with contextlib.suppress(json.JSONDecodeError):
@@ -1016,8 +1021,7 @@ def seed_results(results_path: Path, markdown: Path) -> bool:
     """When ``results_path`` holds no measured size (missing, unreadable or empty), write there the
     results embedded in ``markdown`` (what the committed BENCHMARKS.md was rendered from); True
     when it did."""
-    current = load_results(results_path)
-    if current["sizes"] or current.get("backfill") or not markdown.exists():
+    if measured_anything(load_results(results_path)) or not markdown.exists():
         return False
     data = embedded_results(markdown.read_text())
     if data is None:
@@ -1640,7 +1644,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s started from the results kept in %s", _rel(results_path), _rel(args.markdown))
     if args.report_only:
         results = load_results(results_path)
-        if not results["sizes"] and not results.get("backfill"):
+        if not measured_anything(results):
             log.error("no results in %s: nothing to report", _rel(results_path))
             return 1
         write_markdown(args.markdown, results)
