@@ -7,9 +7,12 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from leadpipe.merge import (
+    DIFF_KIND,
     REMOVED_MARK,
+    SnapshotDiff,
     _latest_snapshot,
     diff_rows,
+    diff_snapshot,
     merge_source_snapshot,
     read_applied_state,
     snapshot_diff,
@@ -213,3 +216,58 @@ def test_the_merge_is_given_only_the_leads_it_changes(spark, tmp_path):
     r4 = merge(spark, path, week3, "s1", W4, "run4")
     assert r4.version == r3.version + 1 and r4.counts["unchanged"] == 4
     assert transaction_versions(spark, path)["leadpipe:s1"] == txn_version(W4)
+
+
+def test_the_diff_says_what_the_merge_will_do_and_a_stale_or_wrong_one_is_not_trusted(spark, tmp_path, caplog):
+    """One job gives the diff's kinds (what the hold check counts: active leads before, removals);
+    a diff read from an older version of the table is read again before the MERGE; a diff whose
+    counts the commit's metrics contradict gives way to the commit's change feed."""
+    path = str(tmp_path / "leads")
+    week1 = [{"lead_id": f"s1-{k}", "license_number": k.upper(), "company": k} for k in "abcd"]
+    merge(spark, path, week1, "s1", W1, "run1")
+    merge(spark, path, [week1[0], week1[1], week1[2]], "s1", W2, "run2")  # d removed
+    week3 = [
+        week1[0],  # a unchanged
+        {**week1[1], "company": "B2"},  # b changed
+        {**week1[3]},  # d returned
+        {"lead_id": "s1-e", "license_number": "E", "company": "e"},  # e new
+    ]  # c removed
+    snapshot = leads(spark, week3, W3)
+    diff = diff_snapshot(spark, path, snapshot, "s1")
+    try:
+        assert diff.counts == {
+            "new": 1, "removed": 1, "returned": 1, "changed": 1, "restandardized": 0, "refreshed": 0
+        }  # fmt: skip
+        assert sorted((r.lead_id, r[DIFF_KIND]) for r in diff.rows.collect()) == [
+            ("s1-b", "changed"),
+            ("s1-c", "removed"),
+            ("s1-d", "returned"),
+            ("s1-e", "new"),
+        ]
+        assert (diff.active_before(len(week3)), diff.counts["removed"]) == (3, 1)  # a, b, c were active
+        # the table moves on after the diff was read (another week 3, where only a changed): the
+        # diff is stale (it does not list a) and the MERGE of week 4 (= the week 3 above) reads its own
+        merge(spark, path, [{**week1[0], "company": "A2"}, week1[1], week1[2]], "s1", W3, "run3")
+        meta = {"rows_loaded": 4, "rows_read": 4, "files": []}
+        r4 = merge_source_snapshot(spark, path, leads(spark, week3, W4), "s1", W4, "run4", meta, diff=diff)
+        assert r4.counts == {"new": 1, "changed": 2, "returned": 1, "restandardized": 0, "removed": 1, "unchanged": 0}
+        assert "differ from its diff" not in caplog.text  # counted from a diff of the version it merged
+        t = state(spark, path)
+        assert {k: (r.company, r.is_active) for k, r in t.items()} == {
+            "s1-a": ("a", True), "s1-b": ("B2", True), "s1-c": ("c", False), "s1-d": ("d", True), "s1-e": ("e", True)
+        }  # fmt: skip
+    finally:
+        diff.release()
+    # a diff of the right version whose counts are wrong: the commit's own change feed counts
+    week5 = [week1[0], {"lead_id": "s1-f", "license_number": "F", "company": "f"}]  # b, d, e removed
+    W5 = date(2024, 2, 2)
+    snapshot = leads(spark, week5, W5)
+    real = diff_snapshot(spark, path, snapshot, "s1")
+    try:
+        wrong = SnapshotDiff(real.rows, {**real.counts, "removed": 1}, real.version)
+        meta = {"rows_loaded": 2, "rows_read": 2, "files": []}
+        r5 = merge_source_snapshot(spark, path, snapshot, "s1", W5, "run5", meta, diff=wrong)
+    finally:
+        real.release()
+    assert r5.counts == {"new": 1, "changed": 0, "returned": 0, "restandardized": 0, "removed": 3, "unchanged": 1}
+    assert "differ from its diff" in caplog.text

@@ -31,7 +31,9 @@ The state of record travels in the same commit. Every MERGE commit carries
 that snapshot" from the commits' metadata (history is kept ``LOG_RETENTION``). Nothing else is
 trusted: a kill at any instant either committed the MERGE with its record, or neither.
 A MERGE with a new transaction id commits even when no lead changed, so every applied snapshot
-is recorded. Counts are read back from the commit's own change feed (``last_change``).
+is recorded. Counts are the diff the MERGE was given (:class:`SnapshotDiff`), checked against
+the commit's own operation metrics; where they differ, they are read back from the commit's
+change feed (``last_change``).
 """
 
 from __future__ import annotations
@@ -263,30 +265,22 @@ def _metadata(text: str | None) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("leadpipe") == 1 and "source" in meta else None
 
 
-def active_and_removed(spark: SparkSession, path: str, snapshot: DataFrame, source: str) -> tuple[int, int]:
-    """(active leads of ``source``, how many of them ``snapshot`` would mark removed)."""
-    if not table_exists(spark, path):
-        return 0, 0
-    active = spark.read.format("delta").load(path).filter((F.col("source") == source) & F.col("is_active"))
-    row = (
-        active.select("lead_id")
-        .join(snapshot.select("lead_id", F.lit(True).alias("_listed")), "lead_id", "left")
-        .agg(F.count(F.lit(1)).alias("active"), F.count_if(F.col("_listed").isNull()).alias("removed"))
-        .first()
-    )
-    return int(row["active"]), int(row["removed"])
-
-
 #: The column that marks a removal in the MERGE's source (:func:`diff_rows`).
 REMOVED_MARK = "__lp_removed"
+#: The column of :func:`snapshot_diff` that says what the MERGE will do to the lead: ``new``,
+#: ``removed``, or the ``last_change`` it will write (``returned``, ``changed``,
+#: ``restandardized``, ``refreshed``).
+DIFF_KIND = "__lp_kind"
+DIFF_KINDS = ("new", "removed", "returned", "changed", "restandardized", "refreshed")
 #: Diffs up to this many leads are broadcast into the MERGE: the snapshot's rows are then not shuffled.
 BROADCAST_DIFF_ROWS = 500_000
 
 
 def snapshot_diff(target: DataFrame, snapshot: DataFrame, source: str) -> DataFrame:
-    """The leads a weekly MERGE of ``snapshot`` acts on, found before it runs: ``lead_id`` and
+    """The leads a weekly MERGE of ``snapshot`` acts on, found before it runs: ``lead_id``,
     ``REMOVED_MARK`` (true: an active lead of ``source`` that the snapshot no longer lists; false:
-    a lead the table lacks, or a listed lead that meets the MERGE's own ``CHANGED`` condition).
+    a lead the table lacks, or a listed lead that meets the MERGE's own ``CHANGED`` condition)
+    and ``DIFF_KIND`` (what the MERGE will do to it: ``new``, ``removed`` or its ``LAST_CHANGE``).
 
     A full outer join of narrow columns only (lead_id, the two hashes, the rules version, extras,
     is_active) of the snapshot and of the source's leads in ``target``.
@@ -305,8 +299,50 @@ def snapshot_diff(target: DataFrame, snapshot: DataFrame, source: str) -> DataFr
         .select(
             F.coalesce(F.col("s.lead_id"), F.col("t.lead_id")).alias("lead_id"),
             F.col("s.lead_id").isNull().alias(REMOVED_MARK),
+            F.when(F.col("t.lead_id").isNull(), F.lit("new"))
+            .when(F.col("s.lead_id").isNull(), F.lit("removed"))
+            .otherwise(F.expr(LAST_CHANGE))
+            .alias(DIFF_KIND),
         )
     )
+
+
+@dataclass
+class SnapshotDiff:
+    """:func:`snapshot_diff` of one snapshot against one version of the table, cached, with how
+    many leads of each ``DIFF_KINDS`` it holds (one Spark job computes both)."""
+
+    rows: DataFrame
+    counts: dict[str, int]
+    version: int  # the table version it was read from (a newer one may have been: then it is redone)
+
+    @property
+    def size(self) -> int:
+        return sum(self.counts.values())
+
+    def active_before(self, listed: int) -> int:
+        """Active leads of the source in the table, given ``listed``: the distinct leads of the
+        snapshot. Each listed lead is new, inactive (``returned``) or active; each active lead is
+        listed or ``removed``."""
+        return listed - self.counts["new"] - self.counts["returned"] + self.counts["removed"]
+
+    def release(self) -> None:
+        self.rows.unpersist()
+
+
+def diff_snapshot(spark: SparkSession, path: str, snapshot: DataFrame, source: str) -> SnapshotDiff:
+    """:func:`snapshot_diff` of ``snapshot`` (valid, de-duplicated leads of ``source``) against the
+    newest version of the table at ``path`` (which must exist). The caller releases it."""
+    version = table_id_and_version(spark, path)[1]
+    rows = snapshot_diff(DeltaTable.forPath(spark, path).toDF(), snapshot, source).persist()
+    try:
+        counts = dict.fromkeys(DIFF_KINDS, 0)
+        for r in rows.groupBy(DIFF_KIND).count().collect():
+            counts[r[DIFF_KIND]] = int(r["count"])
+    except BaseException:
+        rows.unpersist()
+        raise
+    return SnapshotDiff(rows, counts, version)
 
 
 def diff_rows(snapshot: DataFrame, diff: DataFrame, broadcast: bool) -> DataFrame:
@@ -317,7 +353,7 @@ def diff_rows(snapshot: DataFrame, diff: DataFrame, broadcast: bool) -> DataFram
     listed = diff.filter(~F.col(REMOVED_MARK)).select("lead_id")
     listed = F.broadcast(listed) if broadcast else listed
     rows = snapshot.join(listed, "lead_id", "left_semi").withColumn(REMOVED_MARK, F.lit(False))
-    return rows.unionByName(diff.filter(F.col(REMOVED_MARK)), allowMissingColumns=True)
+    return rows.unionByName(diff.filter(F.col(REMOVED_MARK)).select("lead_id", REMOVED_MARK), allowMissingColumns=True)
 
 
 def merge_source_snapshot(
@@ -330,6 +366,7 @@ def merge_source_snapshot(
     metadata: dict,
     attempts: int = 3,
     first: bool = False,
+    diff: SnapshotDiff | None = None,
 ) -> MergeResult:
     """MERGE one source's snapshot (valid, de-duplicated leads) into the table at ``path``.
 
@@ -343,9 +380,11 @@ def merge_source_snapshot(
     Otherwise the MERGE is given only what it acts on (:func:`snapshot_diff`, :func:`diff_rows`):
     the same inserts, updates and removals as a MERGE of the whole snapshot with a
     not-matched-by-source clause, but Delta joins a few percent of the rows instead of the whole
-    snapshot twice (once to find the files to touch, once to rewrite them). The diff is read from
-    the table's newest version when each attempt starts; the run's lock keeps it the version the
-    MERGE reads (no other run writes the table meanwhile).
+    snapshot twice (once to find the files to touch, once to rewrite them). ``diff``: the one the
+    caller computed for its hold check (:func:`diff_snapshot` of the same rows; the caller releases
+    it), used when the table is still at the version it was read from; otherwise, and on every
+    retry, the diff is read from the table's newest version when the attempt starts. The run's
+    lock keeps it the version the MERGE reads (no other run writes the table meanwhile).
 
     ``metadata`` (files, counts, rules version) goes into the commit with the run id, source and
     date. Returns ``version=None`` when the table already holds this or a newer snapshot of the
@@ -379,6 +418,7 @@ def merge_source_snapshot(
         "run_id": f"'{run_id}'",
         "last_change": "'removed'",
     }
+    used: SnapshotDiff | None = None
     for attempt in range(1, attempts + 1):
         for k, v in conf.items():
             spark.conf.set(k, v)
@@ -387,10 +427,10 @@ def merge_source_snapshot(
                 merge = table.alias("t").merge(src.alias("s"), on)
                 metrics = merge.whenNotMatchedInsert(values=insert_values).execute().collect()
                 break
-            diff = snapshot_diff(table.toDF(), src, source).persist()  # narrow: two columns
+            fresh = diff is None or attempt > 1 or diff.version != table_id_and_version(spark, path)[1]
+            used = diff_snapshot(spark, path, src, source) if fresh else diff
             try:
-                size = diff.count()
-                rows = diff_rows(src, diff, broadcast=size <= BROADCAST_DIFF_ROWS)
+                rows = diff_rows(src, used.rows, broadcast=used.size <= BROADCAST_DIFF_ROWS)
                 metrics = (
                     table.alias("t")
                     .merge(rows.alias("s"), on)
@@ -401,7 +441,8 @@ def merge_source_snapshot(
                     .collect()
                 )
             finally:
-                diff.unpersist()
+                if fresh:
+                    used.release()
             break
         except Exception as exc:  # py4j wraps Delta's io.delta.exceptions.Concurrent*Exception
             text = str(exc)
@@ -421,12 +462,26 @@ def merge_source_snapshot(
         log.info("merge: %s %s is already in %s; nothing committed", source, snapshot_date, path)
         return MergeResult(None, dict.fromkeys(COUNT_KINDS, 0))
     version, operation = _commit_of(table, source, snapshot_date, run_id)
-    if int(operation.get("numTargetRowsMatchedUpdated", -1)) == 0:  # nothing known was rewritten: the
-        # commit's own metrics say it all (a first week's million inserts need no change-feed read)
+    inserted = int(operation.get("numTargetRowsInserted", -1))
+    updated = int(operation.get("numTargetRowsMatchedUpdated", -1))
+    if updated == 0 and inserted >= 0:  # nothing known was rewritten: the commit's own metrics say
+        # it all (a first week's million inserts need no diff and no change-feed read)
         counts = dict.fromkeys(COUNT_KINDS, 0)
-        counts["new"] = int(operation.get("numTargetRowsInserted", 0))
+        counts["new"] = inserted
         counts["removed"] = int(operation.get("numTargetRowsNotMatchedBySourceUpdated", 0))
-    else:
+    elif used is not None and (inserted, updated) == (used.counts["new"], used.size - used.counts["new"]):
+        counts = {k: used.counts.get(k, 0) for k in COUNT_KINDS}  # the diff the commit applied, row for row
+    else:  # the commit did other than its diff said (it cannot, under the run's lock): read what it did
+        if used is not None:
+            log.warning(
+                "merge: %s %s: commit metrics (%d inserted, %d updated) differ from its diff %s; "
+                "counting its change feed",
+                source,
+                snapshot_date,
+                inserted,
+                updated,
+                used.counts,
+            )
         counts = change_counts(spark, path, version)
     counts["unchanged"] = int(metadata.get("rows_loaded", 0)) - sum(
         counts[k] for k in ("new", "changed", "returned", "restandardized")

@@ -58,7 +58,8 @@ from leadpipe.merge import (
     AppliedSnapshot,
     AppliedState,
     DeltaConflictError,
-    active_and_removed,
+    SnapshotDiff,
+    diff_snapshot,
     merge_source_snapshot,
     read_applied_state,
     table_exists,
@@ -663,8 +664,9 @@ def write_derived(
 # -- 4. hold, 2. MERGE with its record --------------------------------------------------------
 
 
-def hold_reason(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame) -> str | None:
-    """Why this snapshot looks destructive, every reason that applies (None when none does)."""
+def hold_reason(run: Run, cfg: SourceConfig, o: SnapshotOutcome, diff: SnapshotDiff | None) -> str | None:
+    """Why this snapshot looks destructive, every reason that applies (None when none does).
+    ``diff``: what its MERGE would do (None: the table holds no lead of the source yet)."""
     rules = run.settings.hold_rules(cfg)
     previous = run.applied.previous(cfg.id)
     reasons = []
@@ -674,8 +676,8 @@ def hold_reason(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFram
             f"has {o.rows_read} row(s), fewer than {rules.min_rows_ratio:.0%} of the {previous.rows_read} "
             f"of the applied snapshot {previous.snapshot_date}"
         )
-    if rules.max_removed_share is not None and cfg.id in run.applied.latest:  # else it has no leads yet
-        active, removed = active_and_removed(run.spark, run.wh.leads, valid, cfg.id)
+    if rules.max_removed_share is not None and diff is not None:
+        active, removed = diff.active_before(o.rows_loaded), diff.counts["removed"]
         if active and removed / active > rules.max_removed_share:
             reasons.append(
                 f"would mark {removed} of {active} active lead(s) removed ({removed / active:.1%}, more than "
@@ -694,8 +696,28 @@ def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame,
         o.status = FAILED
         o.message = f"{sid} {d}: no valid row; not merged (a full-refresh MERGE of nothing would remove every lead)"
         return
+    diff = None
+    if sid in run.applied.latest and table_exists(run.spark, run.wh.leads):  # else it has no lead yet
+        with run.state.timed("merge"):  # what the MERGE will do: counted for the hold check, then applied
+            diff = diff_snapshot(run.spark, run.wh.leads, valid, sid)
+    try:
+        _hold_and_merge(run, cfg, o, valid, files, diff)
+    finally:
+        if diff is not None:
+            diff.release()
+
+
+def _hold_and_merge(
+    run: Run,
+    cfg: SourceConfig,
+    o: SnapshotOutcome,
+    valid: DataFrame,
+    files: list[SnapshotFile],
+    diff: SnapshotDiff | None,
+) -> None:
+    sid, d = cfg.id, o.snapshot_date
     with run.state.timed("hold"):
-        why = hold_reason(run, cfg, o, valid)
+        why = hold_reason(run, cfg, o, diff)
     forced = why is not None and sid in run.apply_held
     if why is not None and not forced:
         o.status = HELD
@@ -730,6 +752,7 @@ def merge_one(run: Run, cfg: SourceConfig, o: SnapshotOutcome, valid: DataFrame,
             metadata,
             run.settings.delta_commit_attempts,
             first=sid not in run.applied.latest,  # the table holds no lead of it: insert clause only
+            diff=diff,
         )
     if result.skipped:  # another writer applied this or a newer snapshot between the plan and the commit
         run.applied = read_applied_state(run.spark, run.wh.leads)
