@@ -31,9 +31,10 @@ The state of record travels in the same commit. Every MERGE commit carries
 that snapshot" from the commits' metadata (history is kept ``LOG_RETENTION``). Nothing else is
 trusted: a kill at any instant either committed the MERGE with its record, or neither.
 A MERGE with a new transaction id commits even when no lead changed, so every applied snapshot
-is recorded. Counts are the diff the MERGE was given (:class:`SnapshotDiff`), checked against
-the commit's own operation metrics; where they differ, they are read back from the commit's
-change feed (``last_change``).
+is recorded. Counts come from the commit's own operation metrics when it rewrote no known lead
+(a first snapshot, only inserts and no removal), else from the diff the MERGE was given
+(:class:`SnapshotDiff`) when the metrics agree with it; where they differ, they are read back
+from the commit's change feed (``last_change``).
 """
 
 from __future__ import annotations
@@ -332,9 +333,12 @@ class SnapshotDiff:
 
 def diff_snapshot(spark: SparkSession, path: str, snapshot: DataFrame, source: str) -> SnapshotDiff:
     """:func:`snapshot_diff` of ``snapshot`` (valid, de-duplicated leads of ``source``) against the
-    newest version of the table at ``path`` (which must exist). The caller releases it."""
+    newest version of the table at ``path`` (which must exist), migrated first when it lacks a
+    column this version writes (:func:`ensure_leads_table`: the diff reads ``extras``, the hashes
+    and the rules version). The caller releases it."""
+    table = ensure_leads_table(spark, path)
     version = table_id_and_version(spark, path)[1]
-    rows = snapshot_diff(DeltaTable.forPath(spark, path).toDF(), snapshot, source).persist()
+    rows = snapshot_diff(table.toDF(), snapshot, source).persist()
     try:
         counts = dict.fromkeys(DIFF_KINDS, 0)
         for r in rows.groupBy(DIFF_KIND).count().collect():
