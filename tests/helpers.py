@@ -1,7 +1,8 @@
-"""Small builders for canonical lead rows in tests."""
+"""Small builders for tests: canonical lead rows, real weeks under other dates, PostgreSQL reads."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -64,3 +65,19 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> None:
     """Every file below ``folder`` to ``s3://bucket/prefix<relative path>``."""
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         client.upload_file(str(f), bucket, prefix + f.relative_to(folder).as_posix())
+
+
+TX = "Texas DHHS.csv"
+
+
+def real_week(real_dir: Path, folder: Path, stamp: str, texas_records: int | None = None) -> str:
+    """The three real files under another snapshot date; Texas cut to ``texas_records`` rows."""
+    folder.mkdir(parents=True)
+    for f in real_dir.iterdir():
+        target = folder / f.name.replace("07-07-2023", stamp)
+        if texas_records is not None and f.name.endswith(TX):
+            lines = f.read_bytes().split(b"\r\n")
+            target.write_bytes(b"\r\n".join(lines[: texas_records + 1]) + b"\r\n")
+        else:
+            shutil.copy(f, target)
+    return str(folder)

@@ -1,7 +1,9 @@
 """Backfill: one run given a year of weekly snapshots applies them all, in date order, one MERGE
 each, with a progress line per snapshot; interrupted, it resumes after the last snapshot the
 leads table records as applied; and it ends exactly where a year of weekly runs ends. Then
-maintenance (OPTIMIZE, VACUUM) leaves the state of record as it was."""
+maintenance (OPTIMIZE, VACUUM) leaves the state of record as it was. The snapshots are read
+ahead in one job, and still planned one at a time: a held one holds those behind it, and a
+failed read-ahead leaves every table as reading each snapshot at its turn does."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from leadpipe.merge import read_applied_state
 from leadpipe.pipeline import run_weekly
 from leadpipe.sample import generate
 from leadpipe.warehouse import Warehouse
-from tests.helpers import pg_lead_ids
+from tests.helpers import pg_lead_ids, real_week
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -92,6 +94,8 @@ def test_a_year_in_one_resumed_run_equals_a_year_of_weekly_runs(spark, sources, 
             WEEKS - STOP_AFTER
         )
         assert [o.snapshot_date.isoformat() for o in second.state.snapshots] == dates
+        ahead = f"read ahead: {WEEKS - STOP_AFTER} snapshot(s) of 1 source(s) read, standardized and tagged in one job"
+        assert any(m.startswith(ahead) for m in caplog.messages)  # only those not applied yet
         progress = [m for m in caplog.messages if m.startswith("progress: ")]
         assert len(progress) == WEEKS
         assert progress[0].startswith(f"progress: snapshot 1/{WEEKS} ({dates[0]}): tx_hhs already_applied; 0 row(s)")
@@ -117,3 +121,63 @@ def test_a_year_in_one_resumed_run_equals_a_year_of_weekly_runs(spark, sources, 
     assert (after.latest, set(after.applied)) == (state.latest, set(state.applied))
     again = run_weekly(spark, sources, str(weekly[-1]), wh.root, None, settings, run_id="after", quality=False)
     assert [o.status for o in again.state.snapshots] == ["already_applied"]
+
+
+def test_snapshots_are_read_ahead_in_one_job_and_each_is_still_planned_at_its_turn(
+    spark, sources, settings, tmp_path, real_dir, caplog, monkeypatch
+):
+    """Given three dates, every (source, snapshot) is read, standardized and tagged in one job
+    before the first MERGE. Each snapshot is still planned at its turn: Texas cut to 10 rows in
+    the second week is held, the third week's Texas waits behind it, and its rows read ahead are
+    never used. When the read-ahead fails (its listing, here), each snapshot is read at its turn
+    and every table ends as it did."""
+    from leadpipe import pipeline
+
+    backfill = tmp_path / "in"
+    for stamp, texas in (("07-07-2023", None), ("07-14-2023", 10), ("07-21-2023", None)):
+        real_week(real_dir, backfill / stamp, stamp, texas_records=texas)
+
+    def run(run_id: str):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="leadpipe.pipeline"):
+            r = run_weekly(
+                spark, sources, str(backfill), str(tmp_path / run_id), None, settings, run_id=run_id, quality=False
+            )
+        statuses = {(o.source, o.snapshot_date.isoformat()): o.status for o in r.state.snapshots}
+        wh = Warehouse(str(tmp_path / run_id))
+        bronze = (
+            spark.read.format("delta")
+            .load(wh.bronze)
+            .groupBy("source", "snapshot_date")
+            .count()
+            .orderBy("source", "snapshot_date")
+        )
+        return r, statuses, [tuple(b) for b in bronze.collect()], _leads(spark, wh.leads), list(caplog.messages)
+
+    expected = {
+        (s, d): "applied" for s in ("nv_dpbh", "ok_dhs", "tx_hhs") for d in ("2023-07-07", "2023-07-14", "2023-07-21")
+    }
+    expected[("tx_hhs", "2023-07-14")] = expected[("tx_hhs", "2023-07-21")] = "held"
+
+    ahead, statuses, bronze, leads, lines = run("ahead")
+    assert statuses == expected, ahead.summary
+    assert any(
+        m.startswith("read ahead: 9 snapshot(s) of 3 source(s) read, standardized and tagged in one job") for m in lines
+    )
+    held = [o for o in ahead.state.snapshots if o.status == "held"]
+    assert "has 10 row(s), fewer than 50% of the 99" in held[0].message
+    assert "tx_hhs 2023-07-21 held: its snapshot 2023-07-14 was held; it waits" in held[1].message
+    texas_in_bronze = {str(d): n for s, d, n in bronze if s == "tx_hhs"}
+    assert texas_in_bronze == {"2023-07-07": 99, "2023-07-14": 10}  # the waiting week's rows read ahead: unused
+    assert not (tmp_path / "ahead" / "_scratch" / "ahead").exists()  # the run's scratch went with it
+
+    def listing_fails(spark, location):
+        raise OSError(f"{location}: connection reset")
+
+    monkeypatch.setattr(pipeline, "list_files", listing_fails)
+    each, statuses_each, bronze_each, leads_each, lines = run("each")
+    assert any(m.startswith("read ahead: failed (") and "connection reset" in m for m in lines)
+    assert not any(m.startswith("read ahead: 9") for m in lines)
+    assert statuses_each == expected, each.summary
+    assert bronze_each == bronze
+    assert leads_each == leads

@@ -23,24 +23,10 @@ from leadpipe.pipeline import check_run_id, run_weekly
 from leadpipe.postgres import DatabaseUnreachable, DbTarget, EmbeddedPostgres
 from leadpipe.runs import LockLost, RunLock, RunLocked, lock_key
 from leadpipe.sample import generate
-from tests.helpers import pg_lead_ids
+from tests.helpers import pg_lead_ids, real_week
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
-TX = "Texas DHHS.csv"
-
-
-def real_week(real_dir: Path, folder: Path, stamp: str, texas_records: int | None = None) -> str:
-    """The three real files under another snapshot date; Texas cut to ``texas_records`` rows."""
-    folder.mkdir(parents=True)
-    for f in real_dir.iterdir():
-        target = folder / f.name.replace("07-07-2023", stamp)
-        if texas_records is not None and f.name.endswith(TX):
-            lines = f.read_bytes().split(b"\r\n")
-            target.write_bytes(b"\r\n".join(lines[: texas_records + 1]) + b"\r\n")
-        else:
-            shutil.copy(f, target)
-    return str(folder)
 
 
 def test_a_truncated_snapshot_is_held_while_the_others_apply(spark, sources, settings, db, tmp_path, real_dir):

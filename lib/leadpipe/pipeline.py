@@ -3,6 +3,10 @@
     lock -> discover -> plan -> sniff -> read -> map + standardize -> validate/quarantine
          -> bronze -> hold check -> MERGE (CDC) -> deliver -> record
 
+An input with several snapshot dates (a backfill) is sniffed, read, standardized and tagged
+for every date in one Spark job first (``read_ahead``); then each date goes through plan ->
+bronze -> MERGE in date order, as a single week does.
+
 Guarantees, in the order the steps below keep them:
 
 1. **One writer.** The run holds the warehouse's lock (runs.py) for its whole life; a second
@@ -53,7 +57,7 @@ from leadpipe.archive import archive_files
 from leadpipe.canonical import ISSUES_COLUMN, map_to_canonical
 from leadpipe.config import Settings, SourceConfig
 from leadpipe.deliver import deliver, ensure_tables
-from leadpipe.discover import Discovery, SnapshotFile, discover
+from leadpipe.discover import Discovery, SnapshotFile, discover, list_files
 from leadpipe.merge import (
     AppliedSnapshot,
     AppliedState,
@@ -65,7 +69,7 @@ from leadpipe.merge import (
     table_exists,
 )
 from leadpipe.postgres import DbTarget
-from leadpipe.read import read_source
+from leadpipe.read import read_snapshots, read_source
 from leadpipe.report import field_quality
 from leadpipe.run_report import default_reports_location, publish, report_fields
 from leadpipe.runs import RunLock, RunLocked, RunRecord
@@ -142,6 +146,8 @@ class Run:
     rejections: dict[str, Rejection] = field(default_factory=dict)  # file uri -> why it was not read
     archive: str | None = None  # where processed files move after delivery (archive.py)
     archived: dict[str, str] = field(default_factory=dict)  # file uri -> its archive copy
+    inspected: dict[str, FileFormat | Rejection] = field(default_factory=dict)  # file uri -> sniffed ahead
+    ahead: dict[tuple[str, date], str] = field(default_factory=dict)  # (source, snapshot) -> its rows read ahead
 
 
 def run_weekly(
@@ -217,6 +223,8 @@ def run_weekly(
         with run.state.timed("state"):
             run.applied = read_applied_state(spark, run.wh.leads)
         dates = found.by_date()
+        if len(dates) > 1:
+            read_ahead(run, dates)
         started = time.monotonic()
         for i, (snapshot_date, files_by_source) in enumerate(dates.items(), 1):
             apply_snapshot_date(run, snapshot_date, files_by_source)
@@ -277,13 +285,13 @@ def finish(run: Run, record: RunRecord | None) -> None:
     except Exception as exc:
         log.error("run record: could not write the end of run %s: %s", run.state.run_id, _first_line(exc))
     finally:
+        scratch = run.wh.scratch_of_run(run.state.run_id)
+        try:  # each snapshot's folder went with it; the run's own too (with rows read ahead that no
+            # snapshot used), so that the next run finds no scratch unless this one was killed
+            wh_mod.delete_path(run.spark, scratch)
+        except Exception as exc:
+            log.warning("lock: could not delete %s: %s", scratch, _first_line(exc))
         if run.lock is not None:
-            scratch = run.wh.scratch_of_run(run.state.run_id)
-            try:  # each snapshot's folder went with it; the run's own too, so that the next run
-                # finds no scratch unless this one was killed (it says so when it deletes one)
-                wh_mod.delete_path(run.spark, scratch)
-            except Exception as exc:
-                log.warning("lock: could not delete %s: %s", scratch, _first_line(exc))
             run.lock.release()
 
 
@@ -393,6 +401,93 @@ def plan(run: Run, source: str, snapshot_date: date, files: list[SnapshotFile]) 
     return o
 
 
+#: The partition column of the rows read ahead: ``<source>_<yyyymmdd>`` (source ids are
+#: ``[a-z][a-z0-9_]*``, so the folder name needs no escaping).
+AHEAD_KEY = "snapshot_key"
+
+
+def read_ahead(run: Run, dates: dict[date, dict[str, list[SnapshotFile]]]) -> None:
+    """A backfill (an input with several snapshot dates): every (source, snapshot) that the plan
+    reads and merges is sniffed, read, mapped, standardized and tagged in one Spark job, into the
+    run's scratch, a folder per (source, snapshot) (``run.ahead``). Each snapshot then starts
+    from its folder instead of parsing its files and building and compiling the rules' plan
+    again: that plan is built once per source and run, not once per snapshot.
+
+    Nothing is decided here. When its turn comes, each snapshot is planned again (in date order,
+    from the leads table's state as it is then), and its rows read ahead are used only when it is
+    still to be read and merged; rows of a snapshot that is held, or that waits behind a held or
+    failed one, are never used and go with the run's scratch. A (source, snapshot) with a file
+    sniff rejects, or whose plan cannot be built, is left to its turn, which fails it with its
+    reason; when the job fails, every snapshot is read at its turn as if nothing was read ahead.
+    Reading ahead changes when rows are read, never what is applied. The duplicate-key search
+    stays per snapshot (a lead_id is duplicated within a snapshot), in :func:`materialize`.
+    Rows of later snapshots reuse the standardization of the leads table as it was when the run
+    started (map_to_canonical), not as the earlier snapshots leave it: the same values, since the
+    rules are the same."""
+    keys: list[tuple[str, date]] = []
+    files_of: dict[str, list[tuple[SnapshotFile, FileFormat, date]]] = {}
+    with run.state.timed("sniff"):
+        for d, by_source in dates.items():
+            for sid, files in by_source.items():
+                if plan(run, sid, d, files).status:
+                    continue
+                cfg = run.sources[sid]
+                found = [(f, inspect_file(run.spark, f.uri, f.size, cfg)) for f in files]
+                run.inspected.update((f.uri, result) for f, result in found)
+                lost = any(
+                    r.source_id == sid and r.snapshot_date == d for r in (run.found.rejected if run.found else [])
+                )
+                if lost or any(isinstance(result, Rejection) for _, result in found):
+                    continue  # its turn says why
+                keys.append((sid, d))
+                files_of.setdefault(sid, []).extend((f, result, d) for f, result in found)
+    if len(keys) < 2:
+        return
+    started = time.monotonic()
+    frames: dict[str, DataFrame] = {}
+    with run.state.timed("read"):
+        previous = run.spark.read.format("delta").load(run.wh.leads) if table_exists(run.spark, run.wh.leads) else None
+        for sid, files in sorted(files_of.items()):
+            try:
+                frames[sid] = map_to_canonical(
+                    read_snapshots(run.spark, files, run.sources[sid]), run.sources[sid], previous
+                )
+            except Exception as exc:  # each of its snapshots is read, and fails, at its turn
+                log.error("read ahead: %s: %s; its snapshots are read one at a time", sid, _first_line(exc))
+        keys = [(sid, d) for sid, d in keys if sid in frames]
+        if not keys:
+            return
+        multi_line = {
+            sid: (run.sources[sid].csv.multi_line_columns, run.sources[sid].csv.multi_line_max_lines)
+            for sid in frames
+            if any(fmt.multi_line for _, fmt, _ in files_of[sid])
+        }
+        path = f"{run.wh.scratch_of_run(run.state.run_id)}/ahead"
+        rows = _tag(run, frames, sorted(frames), {}, multi_line).withColumn(
+            AHEAD_KEY, F.concat(F.col("source"), F.lit("_"), F.date_format("snapshot_date", "yyyyMMdd"))
+        )
+        try:
+            with session_conf(run.spark, RULES_PLAN_CONF):
+                rows.write.partitionBy(AHEAD_KEY).mode("overwrite").parquet(path)
+            present = {
+                uri.rsplit("/", 2)[-2] for uri, name, _ in list_files(run.spark, path) if name.endswith(".parquet")
+            }
+        except Exception as exc:
+            log.warning("read ahead: failed (%s); each snapshot is read at its turn", _first_line(exc))
+            wh_mod.delete_path(run.spark, path)
+            return
+    for sid, d in keys:  # a (source, snapshot) without rows has no folder: its turn reads it
+        folder = f"{AHEAD_KEY}={sid}_{d:%Y%m%d}"
+        if folder in present:
+            run.ahead[(sid, d)] = f"{path}/{folder}"
+    log.info(
+        "read ahead: %d snapshot(s) of %d source(s) read, standardized and tagged in one job, %.1f s",
+        len(run.ahead),
+        len(frames),
+        time.monotonic() - started,
+    )
+
+
 def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str, list[SnapshotFile]]) -> None:
     """All sources of one snapshot date: plan each, read the ones to apply (and the stale ones,
     to quarantine them), write bronze and quarantine, then hold-check and MERGE each source."""
@@ -407,15 +502,17 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
     with run.state.timed("sniff"):
         sniffed = {sid: sniff_source(run, run.sources[sid], files) for sid, files in to_read.items()}
     failures = {sid: why for sid, (_, why) in sniffed.items() if why}
+    ahead = {  # rows read ahead (a backfill) are used only for a snapshot the plan still merges
+        sid: run.ahead.pop((sid, snapshot_date))
+        for sid in sorted(to_read)
+        if (sid, snapshot_date) in run.ahead and outcomes[sid].status == "" and sid not in failures
+    }
+    to_map = {sid: formats for sid, (formats, why) in sniffed.items() if not why and sid not in ahead}
     with run.state.timed("read"):
-        previous = run.spark.read.format("delta").load(run.wh.leads) if table_exists(run.spark, run.wh.leads) else None
-        frames, read_failures = map_snapshot(
-            run.spark,
-            run.sources,
-            {sid: formats for sid, (formats, why) in sniffed.items() if not why},
-            snapshot_date,
-            previous,
-        )
+        previous = None
+        if to_map and table_exists(run.spark, run.wh.leads):
+            previous = run.spark.read.format("delta").load(run.wh.leads)
+        frames, read_failures = map_snapshot(run.spark, run.sources, to_map, snapshot_date, previous)
     failures.update(read_failures)
     stale = {
         sid: f"snapshot {snapshot_date} is older than {run.applied.latest[sid]}, already applied for {sid}"
@@ -427,7 +524,7 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
         for sid, (formats, _) in sniffed.items()
         if any(fmt.multi_line for _, fmt in formats)
     }
-    tagged, write_failures = materialize(run, frames, stale, multi_line, snapshot_date)
+    tagged, write_failures = materialize(run, frames, stale, multi_line, snapshot_date, ahead)
     failures.update(write_failures)
     for sid, message in sorted(failures.items()):
         if outcomes[sid].status != STALE:  # a stale snapshot blocks nothing: it is never merged
@@ -435,9 +532,9 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
         outcomes[sid].status, outcomes[sid].message = FAILED, message
         run.state.record(outcomes[sid])
     if tagged is None:
-        wh_mod.delete_path(run.spark, run.wh.scratch_for(run.state.run_id, snapshot_date))
+        _drop_scratch(run, snapshot_date, ahead)
         return
-    cfgs = [run.sources[sid] for sid in sorted(frames) if sid not in failures]
+    cfgs = [run.sources[sid] for sid in sorted({*frames, *ahead}) if sid not in failures]
     try:
         with run.state.timed("read"):
             count_rows(run, tagged, [outcomes[c.id] for c in cfgs])
@@ -468,7 +565,13 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
                 run.blocked.setdefault(cfg.id, f"its snapshot {snapshot_date} was {o.status}")
             run.state.record(o)
     finally:
-        wh_mod.delete_path(run.spark, run.wh.scratch_for(run.state.run_id, snapshot_date))
+        _drop_scratch(run, snapshot_date, ahead)
+
+
+def _drop_scratch(run: Run, snapshot_date: date, ahead: dict[str, str]) -> None:
+    """The snapshot is done: its scratch rows go (its own folder, and its rows read ahead)."""
+    for path in [run.wh.scratch_for(run.state.run_id, snapshot_date), *ahead.values()]:
+        wh_mod.delete_path(run.spark, path)
 
 
 def materialize(
@@ -477,12 +580,14 @@ def materialize(
     stale: dict[str, str],
     multi_line: dict[str, tuple[list[str], int]],
     snapshot_date: date,
+    ahead: dict[str, str] | None = None,
 ) -> tuple[DataFrame | None, dict[str, str]]:
     """Tag (validate.tag_rows) and write every source's canonical rows once, into the run's
     scratch Parquet, find the duplicate keys from those files (validate.duplicates, a few narrow
     columns) and write them beside, and return the rows read back and tagged
     (validate.mark_duplicates: what validate.tag returns), with the sources that failed
-    (source -> message).
+    (source -> message). ``ahead``: sources whose rows of this snapshot :func:`read_ahead`
+    already wrote, tagged (source -> folder): they join the rows written here.
 
     Everything after this (counts, bronze, quarantine, quality, hold check, one MERGE per source)
     reads these files: the agency's files are parsed and the rules evaluated once per snapshot,
@@ -493,52 +598,67 @@ def materialize(
     sort had been about 600 MB).
     When the write of all sources together fails, each source is written alone, so that one
     source's failure (a file that vanished, a rule that raised) fails that source only."""
-    if not frames:
+    ahead = ahead or {}
+    if not frames and not ahead:
         return None, {}
     path = run.wh.scratch_for(run.state.run_id, snapshot_date)
 
     def tagged_rows(sids: list[str]) -> DataFrame:
-        union = frames[sids[0]]
-        for sid in sids[1:]:
-            union = union.unionByName(frames[sid])
-        cfgs = [run.sources[sid] for sid in sids]
-        return tag_rows(
-            union,
-            {c.id: c.identity.columns for c in cfgs},
-            {sid: why for sid, why in stale.items() if sid in sids},
-            {sid: cols for sid, cols in multi_line.items() if sid in sids},
-        )
+        return _tag(run, frames, sids, stale, multi_line)
 
     sids = sorted(frames)
-    written: list[str] = []
+    written = [ahead[sid] for sid in sorted(ahead)]
     failures: dict[str, str] = {}
-    with run.state.timed("read"):
-        with session_conf(run.spark, RULES_PLAN_CONF):
+    if sids:
+        with run.state.timed("read"), session_conf(run.spark, RULES_PLAN_CONF):
             try:
                 tagged_rows(sids).write.mode("overwrite").parquet(f"{path}/all")
-                written = [f"{path}/all"]
+                written.append(f"{path}/all")
+                sids = []
             except Exception as exc:
                 log.error("read: %s %s: %s; reading each source alone", sids, snapshot_date, _first_line(exc))
                 if len(sids) == 1:
-                    return None, {sids[0]: f"{sids[0]} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"}
-            if not written:
-                for sid in sids:
-                    try:
-                        tagged_rows([sid]).write.mode("overwrite").parquet(f"{path}/by_source/{sid}")
-                        written.append(f"{path}/by_source/{sid}")
-                    except Exception as exc:
-                        log.error("read: %s %s failed: %s", sid, snapshot_date, _first_line(exc))
-                        failures[sid] = f"{sid} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
-        if not written:
-            return None, failures
+                    failures[sids[0]] = f"{sids[0]} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
+                    sids = []
+            for sid in sids:  # written alone, after the write of them all failed
+                try:
+                    tagged_rows([sid]).write.mode("overwrite").parquet(f"{path}/by_source/{sid}")
+                    written.append(f"{path}/by_source/{sid}")
+                except Exception as exc:
+                    log.error("read: %s %s failed: %s", sid, snapshot_date, _first_line(exc))
+                    failures[sid] = f"{sid} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
+    if not written:
+        return None, failures
+    everything = sorted({*frames, *ahead})
+    with run.state.timed("read"):
         rows = run.spark.read.parquet(*written)
         try:
             duplicates(rows).write.mode("overwrite").parquet(f"{path}/duplicates")
         except Exception as exc:  # the storage failed under us: no source of this date can be applied
-            log.error("read: %s %s: the duplicate-key search failed: %s", sids, snapshot_date, _first_line(exc))
+            log.error("read: %s %s: the duplicate-key search failed: %s", everything, snapshot_date, _first_line(exc))
             why = f"{snapshot_date}: duplicate-key search failed: {type(exc).__name__}: {_first_line(exc)}"
-            return None, {sid: failures.get(sid, f"{sid} {why}") for sid in sids}
+            return None, {sid: failures.get(sid, f"{sid} {why}") for sid in everything}
         return mark_duplicates(rows, run.spark.read.parquet(f"{path}/duplicates")), failures
+
+
+def _tag(
+    run: Run,
+    frames: dict[str, DataFrame],
+    sids: list[str],
+    stale: dict[str, str],
+    multi_line: dict[str, tuple[list[str], int]],
+) -> DataFrame:
+    """The canonical rows of ``sids`` (unioned) with the tags a row has on its own (validate.tag_rows)."""
+    union = frames[sids[0]]
+    for sid in sids[1:]:
+        union = union.unionByName(frames[sid])
+    cfgs = [run.sources[sid] for sid in sids]
+    return tag_rows(
+        union,
+        {c.id: c.identity.columns for c in cfgs},
+        {sid: why for sid, why in stale.items() if sid in sids},
+        {sid: cols for sid, cols in multi_line.items() if sid in sids},
+    )
 
 
 def sniff_source(
@@ -549,7 +669,9 @@ def sniff_source(
     since a full refresh applied from part of its files would remove the leads of the rest."""
     formats, rejected = [], []
     for f in files:
-        result = inspect_file(run.spark, f.uri, f.size, cfg)
+        result = run.inspected.pop(f.uri, None)
+        if result is None:
+            result = inspect_file(run.spark, f.uri, f.size, cfg)
         if isinstance(result, Rejection):
             run.rejections[f.uri] = result
             rejected.append(f"{f.name}: {result.reason}: {result.message}")

@@ -1,4 +1,5 @@
-"""Read: one source's CSV files for one snapshot -> raw rows, every source column a string.
+"""Read: one source's CSV files for one snapshot (or, in a backfill, for many) -> raw rows,
+every source column a string.
 
 Each file is read as sniff.py decided (encoding, delimiter, which header position is which
 configured column); a file sniff.py rejected is never read. Reading never infers types and
@@ -90,21 +91,29 @@ def read_source(
     any extra columns the files have, then ``_source_file``, ``_snapshot_date``, ``_record_no``
     and ``_corrupt_record``.
     """
+    return read_snapshots(spark, [(f, fmt, snapshot_date) for f, fmt in files], cfg)
+
+
+def read_snapshots(
+    spark: SparkSession, files: list[tuple[SnapshotFile, FileFormat, date]], cfg: SourceConfig
+) -> DataFrame:
+    """:func:`read_source` of files of one source that may belong to several snapshots (a
+    backfill reads them in one plan): each file's rows carry its own ``_snapshot_date``."""
     frames = []
-    for f, fmt in files:
+    for f, fmt, snapshot_date in files:
         for warning in fmt.warnings:
             log.warning("read: %s: %s", f.name, warning)
-        frames.append(read_file(spark, f, fmt, cfg))
+        frame = read_file(spark, f, fmt, cfg)
+        frames.append(frame.withColumn("_snapshot_date", date_value(snapshot_date, F.col("__path"))))  # compiled once
     df = frames[0]
     for other in frames[1:]:
         df = df.unionByName(other, allowMissingColumns=True)
     for c in cfg.columns:
         if c not in df.columns:
             df = df.withColumn(c, F.lit(None).cast("string"))
-    df = df.withColumn("_snapshot_date", date_value(snapshot_date, F.col("__path")))  # compiled once
     df = with_record_numbers(df)
-    if any(fmt.multi_line for _, fmt in files):
-        df = spread(spark, df, sum(f.size for f, _ in files))
+    if any(fmt.multi_line for _, fmt, _ in files):
+        df = spread(spark, df, sum(f.size for f, _, _ in files))
     source_cols = list(cfg.columns) + [c for c in df.columns if c not in cfg.columns and c not in META_COLUMNS]
     return df.select(*[column(c) for c in source_cols], *META_COLUMNS)
 

@@ -3,8 +3,10 @@
 ``<warehouse>/leads``       every lead ever seen (the MERGE target; see merge.py)
 ``<warehouse>/bronze``      every row read, as the agency wrote it (a raw map), per snapshot
 ``<warehouse>/quarantine``  rows that are not leads, with reason and detail
-``<warehouse>/_scratch``    a run's standardized rows of the snapshot it is applying (Parquet),
-                            deleted when the snapshot is done and by the next run after a kill
+``<warehouse>/_scratch``    a run's standardized rows of the snapshot it is applying (Parquet;
+                            in a backfill, of every snapshot it will apply, read ahead), each
+                            snapshot's deleted when it is done, the rest when the run ends, and
+                            by the next run after a kill
 
 Bronze and quarantine are derived tables: each write replaces the rows of its (source,
 snapshot_date), so a re-run of a snapshot leaves one copy, and nothing reads them to decide what
