@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from leadpipe import faults
 from leadpipe.canonical import lead_id_for
@@ -136,6 +137,9 @@ def test_snapshots_are_read_ahead_in_one_job_and_each_is_still_planned_at_its_tu
     backfill = tmp_path / "in"
     for stamp, texas in (("07-07-2023", None), ("07-14-2023", 10), ("07-21-2023", None)):
         real_week(real_dir, backfill / stamp, stamp, texas_records=texas)
+    nevada = next((backfill / "07-21-2023").glob("*Nevada*"))  # the third week's Nevada gains a column
+    lines = nevada.read_bytes().split(b"\r\n")
+    nevada.write_bytes(b"\r\n".join([lines[0] + b",Notes", *(line + b",see file" for line in lines[1:] if line)]))
 
     def run(run_id: str):
         caplog.clear()
@@ -148,9 +152,9 @@ def test_snapshots_are_read_ahead_in_one_job_and_each_is_still_planned_at_its_tu
         bronze = (
             spark.read.format("delta")
             .load(wh.bronze)
-            .groupBy("source", "snapshot_date")
+            .groupBy("source", "snapshot_date", F.to_json("extras").alias("extras"))
             .count()
-            .orderBy("source", "snapshot_date")
+            .orderBy("source", "snapshot_date", "extras")
         )
         return r, statuses, [tuple(b) for b in bronze.collect()], _leads(spark, wh.leads), list(caplog.messages)
 
@@ -167,7 +171,13 @@ def test_snapshots_are_read_ahead_in_one_job_and_each_is_still_planned_at_its_tu
     held = [o for o in ahead.state.snapshots if o.status == "held"]
     assert "has 10 row(s), fewer than 50% of the 99" in held[0].message
     assert "tx_hhs 2023-07-21 held: its snapshot 2023-07-14 was held; it waits" in held[1].message
-    texas_in_bronze = {str(d): n for s, d, n in bronze if s == "tx_hhs"}
+    nevada_extras = {str(d): (x, n) for s, d, x, n in bronze if s == "nv_dpbh"}
+    assert nevada_extras == {  # each snapshot's raw map and extras are its own files' columns
+        "2023-07-07": (None, 100),
+        "2023-07-14": (None, 100),
+        "2023-07-21": ('{"Notes":"see file"}', 100),
+    }
+    texas_in_bronze = {str(d): n for s, d, _, n in bronze if s == "tx_hhs"}
     assert texas_in_bronze == {"2023-07-07": 99, "2023-07-14": 10}  # the waiting week's rows read ahead: unused
     assert not (tmp_path / "ahead" / "_scratch" / "ahead").exists()  # the run's scratch went with it
 

@@ -421,11 +421,20 @@ def read_ahead(run: Run, dates: dict[date, dict[str, list[SnapshotFile]]]) -> No
     reason; when the job fails, every snapshot is read at its turn as if nothing was read ahead.
     Reading ahead changes when rows are read, never what is applied. The duplicate-key search
     stays per snapshot (a lead_id is duplicated within a snapshot), in :func:`materialize`.
-    Rows of later snapshots reuse the standardization of the leads table as it was when the run
-    started (map_to_canonical), not as the earlier snapshots leave it: the same values, since the
-    rules are the same."""
+    The snapshots of a source are read together only when their files give the same columns
+    (a snapshot's raw map and extras are made of its own files' columns); a header that changes
+    mid-backfill makes one plan per header.
+
+    One known difference: rows reuse the stored standardization of the leads table as it was when
+    the run started (map_to_canonical), not as the earlier snapshots of the backfill leave it.
+    Every rule gives the same value either way except a two-digit year, whose century window
+    moves with the snapshot date: an unchanged value first stored earlier in the same backfill
+    keeps its century when the snapshots are applied one run at a time, and here is placed in the
+    window of its own snapshot. Only a value at the edge of the window (about 20 years after the
+    snapshot date) can differ."""
     keys: list[tuple[str, date]] = []
-    files_of: dict[str, list[tuple[SnapshotFile, FileFormat, date]]] = {}
+    # per source and header: a snapshot's raw map and extras are made of its own files' columns
+    files_of: dict[tuple[str, tuple[str, ...]], list[tuple[SnapshotFile, FileFormat, date]]] = {}
     with run.state.timed("sniff"):
         for d, by_source in dates.items():
             for sid, files in by_source.items():
@@ -440,27 +449,35 @@ def read_ahead(run: Run, dates: dict[date, dict[str, list[SnapshotFile]]]) -> No
                 if lost or any(isinstance(result, Rejection) for _, result in found):
                     continue  # its turn says why
                 keys.append((sid, d))
-                files_of.setdefault(sid, []).extend((f, result, d) for f, result in found)
+                header: list[str] = []  # the columns its files give, in the order read_source unions them
+                for _, fmt in found:
+                    header += [c for c in fmt.columns if c not in header]
+                files_of.setdefault((sid, tuple(header)), []).extend((f, result, d) for f, result in found)
     if len(keys) < 2:
         return
     started = time.monotonic()
     frames: dict[str, DataFrame] = {}
     with run.state.timed("read"):
         previous = run.spark.read.format("delta").load(run.wh.leads) if table_exists(run.spark, run.wh.leads) else None
-        for sid, files in sorted(files_of.items()):
+        failed: set[str] = set()
+        for (sid, _), files in sorted(files_of.items()):
             try:
-                frames[sid] = map_to_canonical(
-                    read_snapshots(run.spark, files, run.sources[sid]), run.sources[sid], previous
-                )
+                raw = read_snapshots(run.spark, files, run.sources[sid], log_warnings=False)
+                mapped = map_to_canonical(raw, run.sources[sid], previous)
             except Exception as exc:  # each of its snapshots is read, and fails, at its turn
                 log.error("read ahead: %s: %s; its snapshots are read one at a time", sid, _first_line(exc))
+                failed.add(sid)
+                continue
+            frames[sid] = frames[sid].unionByName(mapped) if sid in frames else mapped
+        for sid in failed:
+            frames.pop(sid, None)
         keys = [(sid, d) for sid, d in keys if sid in frames]
         if not keys:
             return
         multi_line = {
             sid: (run.sources[sid].csv.multi_line_columns, run.sources[sid].csv.multi_line_max_lines)
-            for sid in frames
-            if any(fmt.multi_line for _, fmt, _ in files_of[sid])
+            for (sid, _), files in files_of.items()
+            if sid in frames and any(fmt.multi_line for _, fmt, _ in files)
         }
         path = f"{run.wh.scratch_of_run(run.state.run_id)}/ahead"
         rows = _tag(run, frames, sorted(frames), {}, multi_line).withColumn(
@@ -474,7 +491,10 @@ def read_ahead(run: Run, dates: dict[date, dict[str, list[SnapshotFile]]]) -> No
             }
         except Exception as exc:
             log.warning("read ahead: failed (%s); each snapshot is read at its turn", _first_line(exc))
-            wh_mod.delete_path(run.spark, path)
+            try:
+                wh_mod.delete_path(run.spark, path)
+            except Exception as again:  # the run's scratch goes when it ends (finish)
+                log.warning("read ahead: could not delete %s: %s", path, _first_line(again))
             return
     for sid, d in keys:  # a (source, snapshot) without rows has no folder: its turn reads it
         folder = f"{AHEAD_KEY}={sid}_{d:%Y%m%d}"

@@ -95,13 +95,18 @@ def read_source(
 
 
 def read_snapshots(
-    spark: SparkSession, files: list[tuple[SnapshotFile, FileFormat, date]], cfg: SourceConfig
+    spark: SparkSession,
+    files: list[tuple[SnapshotFile, FileFormat, date]],
+    cfg: SourceConfig,
+    log_warnings: bool = True,
 ) -> DataFrame:
     """:func:`read_source` of files of one source that may belong to several snapshots (a
-    backfill reads them in one plan): each file's rows carry its own ``_snapshot_date``."""
+    backfill reads them in one plan): each file's rows carry its own ``_snapshot_date``. The
+    files' sniff warnings are logged unless ``log_warnings`` is False (a read ahead of a
+    snapshot's turn, which logs them)."""
     frames = []
     for f, fmt, snapshot_date in files:
-        for warning in fmt.warnings:
+        for warning in fmt.warnings if log_warnings else []:
             log.warning("read: %s: %s", f.name, warning)
         frame = read_file(spark, f, fmt, cfg)
         frames.append(frame.withColumn("_snapshot_date", date_value(snapshot_date, F.col("__path"))))  # compiled once
