@@ -480,10 +480,10 @@ def read_ahead(run: Run, dates: dict[date, dict[str, list[SnapshotFile]]]) -> No
             if sid in frames and any(fmt.multi_line for _, fmt, _ in files)
         }
         path = f"{run.wh.scratch_of_run(run.state.run_id)}/ahead"
-        rows = _tag(run, frames, sorted(frames), {}, multi_line).withColumn(
-            AHEAD_KEY, F.concat(F.col("source"), F.lit("_"), F.date_format("snapshot_date", "yyyyMMdd"))
-        )
         try:
+            rows = _tag(run, frames, sorted(frames), {}, multi_line).withColumn(
+                AHEAD_KEY, F.concat(F.col("source"), F.lit("_"), F.date_format("snapshot_date", "yyyyMMdd"))
+            )
             with session_conf(run.spark, RULES_PLAN_CONF):
                 rows.write.partitionBy(AHEAD_KEY).mode("overwrite").parquet(path)
             present = {
