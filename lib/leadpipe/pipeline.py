@@ -57,7 +57,7 @@ from leadpipe.archive import archive_files
 from leadpipe.canonical import ISSUES_COLUMN, map_to_canonical
 from leadpipe.config import Settings, SourceConfig
 from leadpipe.deliver import deliver, ensure_tables
-from leadpipe.discover import Discovery, SnapshotFile, discover, list_files
+from leadpipe.discover import Discovery, RejectedName, SnapshotFile, discover, list_files
 from leadpipe.merge import (
     AppliedSnapshot,
     AppliedState,
@@ -443,10 +443,7 @@ def read_ahead(run: Run, dates: dict[date, dict[str, list[SnapshotFile]]]) -> No
                 cfg = run.sources[sid]
                 found = [(f, inspect_file(run.spark, f.uri, f.size, cfg)) for f in files]
                 run.inspected.update((f.uri, result) for f, result in found)
-                lost = any(
-                    r.source_id == sid and r.snapshot_date == d for r in (run.found.rejected if run.found else [])
-                )
-                if lost or any(isinstance(result, Rejection) for _, result in found):
+                if _lost_files(run, sid, d) or any(isinstance(result, Rejection) for _, result in found):
                     continue  # its turn says why
                 keys.append((sid, d))
                 header: list[str] = []  # the columns its files give, in the order read_source unions them
@@ -475,7 +472,7 @@ def read_ahead(run: Run, dates: dict[date, dict[str, list[SnapshotFile]]]) -> No
         if not keys:
             return
         multi_line = {
-            sid: (run.sources[sid].csv.multi_line_columns, run.sources[sid].csv.multi_line_max_lines)
+            sid: _multi_line(run.sources[sid])
             for (sid, _), files in files_of.items()
             if sid in frames and any(fmt.multi_line for _, fmt, _ in files)
         }
@@ -540,7 +537,7 @@ def apply_snapshot_date(run: Run, snapshot_date: date, files_by_source: dict[str
         if o.status == STALE
     }
     multi_line = {  # sources with a file read multi-line: where a line break in a cell is a runaway quote
-        sid: (run.sources[sid].csv.multi_line_columns, run.sources[sid].csv.multi_line_max_lines)
+        sid: _multi_line(run.sources[sid])
         for sid, (formats, _) in sniffed.items()
         if any(fmt.multi_line for _, fmt in formats)
     }
@@ -631,16 +628,17 @@ def materialize(
     failures: dict[str, str] = {}
     if sids:
         with run.state.timed("read"), session_conf(run.spark, RULES_PLAN_CONF):
+            alone: list[str] = []  # written one by one, after the write of them all failed
             try:
                 tagged_rows(sids).write.mode("overwrite").parquet(f"{path}/all")
                 written.append(f"{path}/all")
-                sids = []
             except Exception as exc:
                 log.error("read: %s %s: %s; reading each source alone", sids, snapshot_date, _first_line(exc))
                 if len(sids) == 1:
                     failures[sids[0]] = f"{sids[0]} {snapshot_date}: {type(exc).__name__}: {_first_line(exc)}"
-                    sids = []
-            for sid in sids:  # written alone, after the write of them all failed
+                else:
+                    alone = sids
+            for sid in alone:
                 try:
                     tagged_rows([sid]).write.mode("overwrite").parquet(f"{path}/by_source/{sid}")
                     written.append(f"{path}/by_source/{sid}")
@@ -710,11 +708,7 @@ def sniff_source(
                 len(result.missing),
                 len(result.extra),
             )
-    lost = [  # files of this snapshot that discovery could not read (their checksum)
-        r
-        for r in (run.found.rejected if run.found else [])
-        if r.source_id == cfg.id and r.snapshot_date == files[0].snapshot_date
-    ]
+    lost = _lost_files(run, cfg.id, files[0].snapshot_date)
     if not rejected and not lost:
         return formats, None
     others = "" if not formats else f" ({len(formats)} other file(s) not applied either)"
@@ -722,6 +716,18 @@ def sniff_source(
     return formats, (
         f"{cfg.id} {files[0].snapshot_date}: not applied: file(s) rejected{others}: " + "; ".join(rejected)
     )
+
+
+def _lost_files(run: Run, sid: str, snapshot_date: date) -> list[RejectedName]:
+    """Files of this (source, snapshot) that discovery could not read (their checksum)."""
+    rejected = run.found.rejected if run.found else []
+    return [r for r in rejected if r.source_id == sid and r.snapshot_date == snapshot_date]
+
+
+def _multi_line(cfg: SourceConfig) -> tuple[list[str], int]:
+    """For a source with a file read multi-line: the columns whose cells may hold line breaks,
+    and how many lines at most (validate.tag_rows: a runaway quote otherwise)."""
+    return cfg.csv.multi_line_columns, cfg.csv.multi_line_max_lines
 
 
 def _records(n: int | None) -> str:
