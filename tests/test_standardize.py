@@ -16,6 +16,7 @@ from leadpipe.standardize import (
     RULES,
     apply_rules,
     clean,
+    day_hours,
     first_person,
     parse_dba,
     parse_name_and_title,
@@ -513,6 +514,30 @@ def test_schedule_groups_days(spark):
         ],
         [("value", T.StringType())],
     )
+    assert_df_equality(got, want)
+
+
+def test_day_hours_reads_one_cell_per_form(spark):
+    """The time range is read with one regular expression a cell (groups between U+0001s); a cell
+    that is not a range, even one made of U+0001s, is never read as one."""
+    cells = [
+        ("7:30AM - 5:30PM", "07:30-17:30"),
+        ("7 a.m. to 6 p.m.", "07:00-18:00"),
+        ("7AM-6PM\n", "07:00-18:00"),  # Java's $ lets a final line break through
+        ("12:00AM - 12:00AM", "00:00-24:00"),
+        ("6:00am TO 12:15pm", "06:00-12:15"),
+        ("24 hours", "00:00-24:00"),
+        ("Closed", "closed"),
+        ("\u00017AM-6PM", None),
+        ("\u0001" * 7, None),
+        ("a" + "\u0001" * 7, None),
+        ("7AM-6PM Mon", None),
+        ("", None),
+        (None, None),
+    ]
+    df = spark.createDataFrame([(c,) for c, _ in cells], "c string")
+    got = df.select(day_hours(F.col("c")).alias("value"))
+    want = spark.createDataFrame([(w,) for _, w in cells], "value string")
     assert_df_equality(got, want)
 
 

@@ -627,12 +627,29 @@ def _hhmm(hour: Column, minute: Column, ampm: Column) -> Column:
     return F.concat(F.lpad(h.cast("string"), 2, "0"), F.lit(":"), m)
 
 
-def _day_parts(col: Column) -> list[Column]:
-    """One day's cell -> (its upper-case text, start ``HH:MM``, end ``HH:MM``) of a time range."""
-    matched = col.rlike(_TIME_RANGE)
-    start = _hhmm(*[F.regexp_extract(col, _TIME_RANGE, g) for g in (1, 2, 3)])
-    end = _hhmm(*[F.regexp_extract(col, _TIME_RANGE, g) for g in (4, 5, 6)])
-    return [F.upper(col), F.when(matched, start), F.when(matched, end)]
+def _day_groups(col: Column) -> Column:
+    """One day's cell -> its time range's six groups (after an empty first item), or the cell
+    alone when it is not a time range.
+
+    One regular expression per cell: a matching cell is rewritten to its six groups between
+    U+0001s (an unmatched optional group gives '', as ``regexp_extract`` does; the closing U+0001
+    keeps a final line break, which ``$`` lets through, out of the last group). A cell that does
+    not match comes back as it was, without U+0001 unless it had one (then not at the start,
+    where a match puts one: a match starts with a digit). A ``regexp_extract`` per group ran the
+    pattern seven times a cell.
+    """
+    rewritten = F.regexp_replace(col, _TIME_RANGE, "".join(f"\u0001${g}" for g in range(1, 7)) + "\u0001")
+    return F.split(rewritten, "\u0001")  # ['', hour, minute, am/pm, hour, minute, am/pm, rest]
+
+
+def _day_parts(col: Column, groups: Column) -> list[Column]:
+    """One day's cell and its ``_day_groups`` -> (its upper-case text, start ``HH:MM``, end
+    ``HH:MM``) of a time range."""
+    # a match gives eight items, the first empty; a cell that did not match and yet splits so
+    # must itself start with U+0001
+    matched = (F.size(groups) == 8) & (F.try_element_at(groups, F.lit(1)) == "") & ~col.startswith("\u0001")
+    group = [F.try_element_at(groups, F.lit(g + 1)) for g in range(1, 7)]
+    return [F.upper(col), F.when(matched, _hhmm(*group[:3])), F.when(matched, _hhmm(*group[3:]))]
 
 
 def _day_text(upper: Column, start: Column, end: Column) -> Column:
@@ -646,24 +663,28 @@ def _day_text(upper: Column, start: Column, end: Column) -> Column:
 
 def day_hours(col: Column) -> Column:
     """One day's cell -> ``HH:MM-HH:MM``, ``closed``, ``00:00-24:00``; NULL when unreadable."""
-    return _day_text(*_day_parts(col))
+    return _day_text(*_day_parts(col, _day_groups(col)))
 
 
 class ScheduleParams(_Params):
     qualifiers: dict[str, str] = Field(default_factory=dict)
 
 
-def _schedule_parts(cols: list[Column], p: ScheduleParams) -> list[Column]:
+def _schedule_groups(cols: list[Column], p: ScheduleParams) -> list[Column]:
     if len(cols) < 7:
         raise ValueError("schedule: needs seven day columns, Monday first")
-    return [part for col in cols[:7] for part in _day_parts(col)] + cols[7:]
+    return [c for col in cols[:7] for c in (col, _day_groups(col))] + cols[7:]
+
+
+def _schedule_parts(cols: list[Column], p: ScheduleParams) -> list[Column]:
+    return [part for i in range(7) for part in _day_parts(cols[2 * i], cols[2 * i + 1])] + cols[14:]
 
 
 def _schedule_days(cols: list[Column], p: ScheduleParams) -> list[Column]:
     return [_day_text(*cols[3 * i : 3 * i + 3]) for i in range(7)] + cols[21:]
 
 
-@rule("schedule", params=ScheduleParams, arity=None, prepare=(_schedule_parts, _schedule_days))
+@rule("schedule", params=ScheduleParams, arity=None, prepare=(_schedule_groups, _schedule_parts, _schedule_days))
 def schedule(cols: list[Column], p: ScheduleParams) -> dict[str, Column]:
     """Seven day columns, Monday first, -> ``Mon-Fri 07:30-17:30; Sat-Sun closed``.
 
