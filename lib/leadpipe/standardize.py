@@ -817,16 +817,27 @@ def nanp_valid(digits: Column) -> Column:
     return result
 
 
-def _phone_digits(cols: list[Column], p: PhoneParams) -> list[Column]:
-    """The value, and its ten digits when it is a plainly written North American number (else
-    NULL) and the region is one (country code 1)."""
+def _phone_groups(cols: list[Column], p: PhoneParams) -> list[Column]:
+    """The value, and the value rewritten to U+0001 and its ten digits when it is a plainly
+    written North American number (one regular expression; else the value as it was), or NULL
+    when the region is not one (country code 1)."""
     import phonenumbers
 
     if phonenumbers.country_code_for_region(p.region) != 1:
         return [cols[0], F.lit(None).cast("string")]
-    m = [F.regexp_extract(cols[0], _NANP_PLAIN, i) for i in range(1, 5)]  # area code: one form is ''
+    # the area code is one of two groups, the other ''; a final line break, which $ lets through,
+    # stays after the ten digits
+    return [cols[0], F.regexp_replace(cols[0], _NANP_PLAIN, "\u0001$1$2$3$4")]
+
+
+def _phone_digits(cols: list[Column], p: PhoneParams) -> list[Column]:
+    """The value, and its ten digits when ``_phone_groups`` matched (else NULL). A match starts
+    with U+0001 where the value starts with a digit, ``+`` or ``(``; a value that did not match
+    comes back unchanged, so it starts with U+0001 only when the value itself does."""
+    value, groups = cols
+    matched = groups.startswith("\u0001") & ~value.startswith("\u0001")
     # phonenumbers refuses (TOO_LONG) any value over 250 characters, separators included
-    return [cols[0], F.when((F.length(cols[0]) <= 250) & cols[0].rlike(_NANP_PLAIN), F.concat(*m))]
+    return [value, F.when((F.length(value) <= 250) & matched, F.substring(groups, 2, 10))]
 
 
 def _phone_native(cols: list[Column], p: PhoneParams) -> list[Column]:
@@ -837,7 +848,7 @@ def _phone_native(cols: list[Column], p: PhoneParams) -> list[Column]:
     return [value, F.when(nanp_valid(digits), F.concat(F.lit("+1"), digits))]
 
 
-@rule("phone", params=PhoneParams, prepare=(_phone_digits, _phone_native))
+@rule("phone", params=PhoneParams, prepare=(_phone_groups, _phone_digits, _phone_native))
 def phone(cols: list[Column], p: PhoneParams) -> dict[str, Column]:
     """E.164 via phonenumbers (``830-429-1010`` -> ``+18304291010``); invalid -> NULL. A plainly
     written valid North American number is formatted natively (``nanp_valid``: the library's own
