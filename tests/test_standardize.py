@@ -192,6 +192,43 @@ def test_oklahoma_dba_companies(raw, expected):
     assert parse_dba(raw) == expected
 
 
+def test_dba_company_native_path_agrees_with_parse_dba(spark):
+    """A plain company name is its own company without the Python worker; every other value,
+    with a comma, a DBA (in any spelling Python's case folding finds), or any blank Python folds,
+    is parsed by ``parse_dba``: on every value the rule's output equals the function's."""
+    values = [
+        "KIDZ ROCK CHILD DEVELOPMENT CENTER",
+        "ABC LEARNING ACADEMY",
+        "ADOBE KIDS",  # D, O: no DBA
+        "J.D.B. CARE",  # D.B: to Python, which finds no DBA either
+        "LITTLE ONES D/B/A SUNSHINE",  # parse_dba's DBA takes dots only: a plain name
+        "SMITH JOHN dba TINY TOTS",
+        "HELLSTROM, ELIZABETH",
+        "MUDDY PUDDLES LEARNING SPACE, LLC",
+        " LEADING SPACE",
+        "TRAILING SPACE ",
+        "TWO  SPACES",
+        "NO-BREAK\u00a0SPACE",
+        "EM\u2003SPACE",
+        "LINE\nBREAK",
+        "UNIT\x1fSEPARATOR",
+        "",
+        None,
+    ]
+    spec = RULES["dba_company"]
+    df = spark.createDataFrame([(v,) for v in values], "c0 string")
+    df, out = spec.evaluate(df, [F.col("c0")], spec.params_model())
+    rows = df.select(
+        "c0", out["company"].alias("company"), out["licensee_name"].alias("licensee"), F.col("__prep_dba_company_0_1")
+    ).collect()
+    got = {r.c0: (r.company, r.licensee) for r in rows}
+    want = {v: parse_dba(v) if v is not None else (None, None) for v in values}
+    assert got == want
+    native = {r.c0 for r in rows if r["__prep_dba_company_0_1"] is not None}
+    plain = {"KIDZ ROCK CHILD DEVELOPMENT CENTER", "ABC LEARNING ACADEMY", "ADOBE KIDS", "LITTLE ONES D/B/A SUNSHINE"}
+    assert native == {*plain, ""}
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -577,7 +614,9 @@ def test_phone_native_path_agrees_with_phonenumbers(spark):
     spec = RULES["phone"]
     df = spark.createDataFrame([(v,) for v in values], "c0 string")
     df, out = spec.evaluate(df, [clean(F.col("c0"))], spec.params_model())
-    rows = df.select("c0", out["value"].alias("value"), F.col(f"__prep_phone_{len(spec.prepare) - 1}_1").alias("native")).collect()
+    rows = df.select(
+        "c0", out["value"].alias("value"), F.col(f"__prep_phone_{len(spec.prepare) - 1}_1").alias("native")
+    ).collect()
     got = {r.c0: r.value for r in rows}
     want = {v: parse_phone(v)[0] for v in values}
     assert [v for v in values if got[v] != want[v]] == []

@@ -1043,11 +1043,41 @@ def parse_dba(value: str) -> tuple[str | None, str | None]:
     return (text, None)
 
 
-@rule("dba_company", outputs=("company", "licensee_name"), optional=("licensee_name",))
+#: The characters but the space that Python's ``str.isspace`` (and so ``re``'s ``\s`` and
+#: ``str.strip``) calls blank, as a Java character class: the same set, taken from Python itself
+#: (none lies above U+FFFF).
+_PY_BLANKS_BUT_SPACE = "[" + "".join(f"\\u{c:04x}" for c in range(0x10000) if chr(c).isspace() and c != 32) + "]"
+
+
+def _dba_plain(cols: list[Column], p: _Params) -> list[Column]:
+    """The value, and the value again when ``parse_dba`` would return it unchanged as the company
+    with no licensee (else NULL): no comma (so no ``LAST, FIRST``), no ``D``, ``.``, ``B`` in a row
+    (so no ``DBA``; ASCII letters, which fold the same in Python and Java), and no blank but
+    single inner spaces (so the blank folding changes nothing). Most companies are such names;
+    only the others go to the Python worker."""
+    value = cols[0]
+    plain = (
+        ~value.contains(",")
+        & ~value.rlike(r"(?i)d\.?b")
+        & ~value.startswith(" ")
+        & ~value.endswith(" ")
+        & ~value.contains("  ")
+        & ~value.rlike(_PY_BLANKS_BUT_SPACE)
+    )
+    return [value, F.when(plain, value)]
+
+
+@rule("dba_company", outputs=("company", "licensee_name"), optional=("licensee_name",), prepare=(_dba_plain,))
 def dba_company(cols: list[Column], p: _Params) -> dict[str, Column]:
-    """Company cell that may hold ``LAST, FIRST DBA TRADE NAME`` (Oklahoma family homes)."""
-    parsed = _python_struct_udf(parse_dba, ["company", "licensee_name"], "dba")(cols[0])
-    return {"company": parsed["company"], "licensee_name": parsed["licensee_name"]}
+    """Company cell that may hold ``LAST, FIRST DBA TRADE NAME`` (Oklahoma family homes).
+    A plain name (``_dba_plain``) is its own company, natively; any other value is parsed by
+    ``parse_dba`` in a Python worker."""
+    value, plain = cols
+    parsed = _python_struct_udf(parse_dba, ["company", "licensee_name"], "dba")(F.when(plain.isNull(), value))
+    return {
+        "company": F.coalesce(plain, parsed["company"]),
+        "licensee_name": F.when(plain.isNull(), parsed["licensee_name"]),
+    }
 
 
 # --------------------------------------------------------------------------- applying rules
