@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import random
 from datetime import date
@@ -192,10 +193,11 @@ def test_oklahoma_dba_companies(raw, expected):
     assert parse_dba(raw) == expected
 
 
-def test_dba_company_native_path_agrees_with_parse_dba(spark):
-    """A plain company name is its own company without the Python worker; every other value,
-    with a comma, a DBA (in any spelling Python's case folding finds), or any blank Python folds,
-    is parsed by ``parse_dba``: on every value the rule's output equals the function's."""
+def test_dba_company_native_path_agrees_with_parse_dba(spark, real_dir):
+    """A plain company name is its own company without the Python worker; every other value (a
+    ``LAST, FIRST``, a DBA, a comma or blank ``parse_dba`` would fold, a character outside
+    printable ASCII) is parsed by ``parse_dba``: on every value, and on every company of the real
+    Oklahoma file, the rule's output equals the function's."""
     values = [
         "KIDZ ROCK CHILD DEVELOPMENT CENTER",
         "ABC LEARNING ACADEMY",
@@ -204,7 +206,17 @@ def test_dba_company_native_path_agrees_with_parse_dba(spark):
         "LITTLE ONES D/B/A SUNSHINE",  # parse_dba's DBA takes dots only: a plain name
         "SMITH JOHN dba TINY TOTS",
         "HELLSTROM, ELIZABETH",
+        "O'NEIL-SMITH, MARY-KATE",
+        "VAN DER BERG, ANNA",  # three words before the comma: not a person to parse_dba
         "MUDDY PUDDLES LEARNING SPACE, LLC",
+        "ABC KIDS, INC.",  # LAST, FIRST in form: to Python, which knows INC. is no first name
+        "LITTLE STARS, LLC, TULSA",
+        ", SMITH, JOHN",  # parse_dba strips the leading comma: then a person
+        "SMITH,JOHN",
+        "SMITH , JOHN",
+        "ACME KIDS,",
+        "ACME,, KIDS",
+        "\u212aELLY, ANN",  # the Kelvin sign: Python's case folding makes it a K
         " LEADING SPACE",
         "TRAILING SPACE ",
         "TWO  SPACES",
@@ -215,6 +227,11 @@ def test_dba_company_native_path_agrees_with_parse_dba(spark):
         "",
         None,
     ]
+    (oklahoma,) = real_dir.glob("*Oklahoma*.csv")
+    with open(oklahoma, encoding="cp1252", newline="") as fh:
+        real = [r["Company"] for r in csv.DictReader(fh)]
+    made = set(values)
+    values += real
     spec = RULES["dba_company"]
     df = spark.createDataFrame([(v,) for v in values], "c0 string")
     df, out = spec.evaluate(df, [F.col("c0")], spec.params_model())
@@ -226,7 +243,11 @@ def test_dba_company_native_path_agrees_with_parse_dba(spark):
     assert got == want
     native = {r.c0 for r in rows if r["__prep_dba_company_0_1"] is not None}
     plain = {"KIDZ ROCK CHILD DEVELOPMENT CENTER", "ABC LEARNING ACADEMY", "ADOBE KIDS", "LITTLE ONES D/B/A SUNSHINE"}
-    assert native == {*plain, ""}
+    plain |= {"VAN DER BERG, ANNA", "MUDDY PUDDLES LEARNING SPACE, LLC", "LITTLE STARS, LLC, TULSA"}
+    assert native & made == {*plain, ""}
+    # the real file's company names are native; its family homes (LAST, FIRST, DBA) are not
+    assert {"6TH STREET HEAD START", "CANADIAN VALLEY CHILD CARE CENTER", "MUDDY PUDDLES LEARNING SPACE, LLC"} <= native
+    assert not native & {"HELLSTROM, ELIZABETH", "BRIGGS, DASHESHIA DBA DEELIGHTFUL LEARNING STATION, LLC"}
 
 
 @pytest.mark.parametrize(

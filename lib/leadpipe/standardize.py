@@ -1043,26 +1043,30 @@ def parse_dba(value: str) -> tuple[str | None, str | None]:
     return (text, None)
 
 
-#: The characters but the space that Python's ``str.isspace`` (and so ``re``'s ``\s`` and
-#: ``str.strip``) calls blank, as a Java character class: the same set, taken from Python itself
-#: (none lies above U+FFFF).
-_PY_BLANKS_BUT_SPACE = "[" + "".join(f"\\u{c:04x}" for c in range(0x10000) if chr(c).isspace() and c != 32) + "]"
+#: ``_PERSON_COMMA`` for printable ASCII text whose only blanks are single spaces: there Python's
+#: case folding of ``[A-Z]`` is ``[A-Za-z]`` (it also folds U+212A, U+017F.. into it, which such
+#: text cannot hold) and its ``\s`` can only be a space.
+_PERSON_COMMA_ASCII = r"^[A-Za-z][A-Za-z'-]*(?: [A-Za-z][A-Za-z'-]*)?, *[A-Za-z][A-Za-z'. -]*$"
 
 
 def _dba_plain(cols: list[Column], p: _Params) -> list[Column]:
     """The value, and the value again when ``parse_dba`` would return it unchanged as the company
-    with no licensee (else NULL): no comma (so no ``LAST, FIRST``), no ``D``, ``.``, ``B`` in a row
-    (so no ``DBA``; ASCII letters, which fold the same in Python and Java), and no blank but
-    single inner spaces (so the blank folding changes nothing). Most companies are such names;
-    only the others go to the Python worker."""
+    with no licensee (else NULL), natively: printable ASCII (so case folding and blanks are the
+    same in Java as in Python), single inner spaces and every comma followed by one space, not
+    first, not last and not after a space (so ``parse_dba``'s blank and comma folding and its
+    strip change nothing), no ``D``, ``.``, ``B`` in a row (so no ``DBA``), and not
+    ``LAST, FIRST`` (``_PERSON_COMMA``, or a person). Only the other values go to the Python
+    worker."""
     value = cols[0]
     plain = (
-        ~value.contains(",")
-        & ~value.rlike(r"(?i)d\.?b")
+        ~value.rlike("[^ -~]")
         & ~value.startswith(" ")
         & ~value.endswith(" ")
         & ~value.contains("  ")
-        & ~value.rlike(_PY_BLANKS_BUT_SPACE)
+        & ~value.startswith(",")
+        & ~value.rlike(" ,|,(?! )")
+        & ~value.rlike(r"(?i)d\.?b")
+        & ~value.rlike(_PERSON_COMMA_ASCII)
     )
     return [value, F.when(plain, value)]
 
