@@ -634,9 +634,9 @@ def _day_groups(col: Column) -> Column:
     One regular expression per cell: a matching cell is rewritten to its six groups between
     U+0001s (an unmatched optional group gives '', as ``regexp_extract`` does; the closing U+0001
     keeps a final line break, which ``$`` lets through, out of the last group). A cell that does
-    not match comes back as it was, without U+0001 unless it had one (then not at the start,
-    where a match puts one: a match starts with a digit). A ``regexp_extract`` per group ran the
-    pattern seven times a cell.
+    not match comes back as it was: it can split the same way only when it starts with a U+0001
+    of its own, which a match never does (a match starts with a digit; ``_day_parts`` checks).
+    A ``regexp_extract`` per group ran the pattern seven times a cell.
     """
     rewritten = F.regexp_replace(col, _TIME_RANGE, "".join(f"\u0001${g}" for g in range(1, 7)) + "\u0001")
     return F.split(rewritten, "\u0001")  # ['', hour, minute, am/pm, hour, minute, am/pm, rest]
@@ -1044,8 +1044,8 @@ def parse_dba(value: str) -> tuple[str | None, str | None]:
 
 
 #: ``_PERSON_COMMA`` for printable ASCII text whose only blanks are single spaces: there Python's
-#: case folding of ``[A-Z]`` is ``[A-Za-z]`` (it also folds U+212A, U+017F.. into it, which such
-#: text cannot hold) and its ``\s`` can only be a space.
+#: case folding of ``[A-Z]`` is ``[A-Za-z]`` (it also folds U+212A, U+017F, U+0130, U+0131 into
+#: it, which such text cannot hold) and its ``\s`` can only be a space.
 _PERSON_COMMA_ASCII = r"^[A-Za-z][A-Za-z'-]*(?: [A-Za-z][A-Za-z'-]*)?, *[A-Za-z][A-Za-z'. -]*$"
 
 
