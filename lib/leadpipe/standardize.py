@@ -614,6 +614,15 @@ def age_labels(cols: list[Column], p: AgeLabelParams) -> dict[str, Column]:
     return _bands_outputs(dict(zip(AGE_BANDS, cols, strict=True)))  # flags in AGE_BANDS order (_age_label_values)
 
 
+#: Marks the groups of a pattern read in one pass: ``regexp_replace(value, pattern, MARK $1 ..)``
+#: rewrites a matching value to its groups behind this mark and leaves any other value as it was
+#: (a ``regexp_extract`` per group runs the pattern once per group). The patterns it is used with
+#: are anchored at ``^`` and cannot match a value that starts with the mark, so the rewritten
+#: value starts with the mark exactly when the value matched, unless the value itself starts with
+#: it: each reader checks both.
+_MARK = "\u0001"
+
+
 # --------------------------------------------------------------------------- schedule
 
 _TIME_RANGE = (
@@ -631,23 +640,20 @@ def _day_groups(col: Column) -> Column:
     """One day's cell -> its time range's six groups (after an empty first item), or the cell
     alone when it is not a time range.
 
-    One regular expression per cell: a matching cell is rewritten to its six groups between
-    U+0001s (an unmatched optional group gives '', as ``regexp_extract`` does; the closing U+0001
-    keeps a final line break, which ``$`` lets through, out of the last group). A cell that does
-    not match comes back as it was: it can split the same way only when it starts with a U+0001
-    of its own, which a match never does (a match starts with a digit; ``_day_parts`` checks).
-    A ``regexp_extract`` per group ran the pattern seven times a cell.
+    One regular expression per cell (``_MARK``): a matching cell is rewritten to its six groups
+    between marks (an unmatched optional group gives '', as ``regexp_extract`` does; the closing
+    mark keeps a final line break, which ``$`` lets through, out of the last group).
     """
-    rewritten = F.regexp_replace(col, _TIME_RANGE, "".join(f"\u0001${g}" for g in range(1, 7)) + "\u0001")
-    return F.split(rewritten, "\u0001")  # ['', hour, minute, am/pm, hour, minute, am/pm, rest]
+    rewritten = F.regexp_replace(col, _TIME_RANGE, "".join(f"{_MARK}${g}" for g in range(1, 7)) + _MARK)
+    return F.split(rewritten, _MARK)  # ['', hour, minute, am/pm, hour, minute, am/pm, rest]
 
 
 def _day_parts(col: Column, groups: Column) -> list[Column]:
     """One day's cell and its ``_day_groups`` -> (its upper-case text, start ``HH:MM``, end
     ``HH:MM``) of a time range."""
-    # a match gives eight items, the first empty; a cell that did not match and yet splits so
-    # must itself start with U+0001
-    matched = (F.size(groups) == 8) & (F.try_element_at(groups, F.lit(1)) == "") & ~col.startswith("\u0001")
+    # a match gives eight items, the first empty (a match starts with a digit); a cell that did
+    # not match and yet splits so starts with a mark of its own
+    matched = (F.size(groups) == 8) & (F.try_element_at(groups, F.lit(1)) == "") & ~col.startswith(_MARK)
     group = [F.try_element_at(groups, F.lit(g + 1)) for g in range(1, 7)]
     return [F.upper(col), F.when(matched, _hhmm(*group[:3])), F.when(matched, _hhmm(*group[3:]))]
 
@@ -818,7 +824,7 @@ def nanp_valid(digits: Column) -> Column:
 
 
 def _phone_groups(cols: list[Column], p: PhoneParams) -> list[Column]:
-    """The value, and the value rewritten to U+0001 and its ten digits when it is a plainly
+    """The value, and the value rewritten to ``_MARK`` and its ten digits when it is a plainly
     written North American number (one regular expression; else the value as it was), or NULL
     when the region is not one (country code 1)."""
     import phonenumbers
@@ -827,15 +833,14 @@ def _phone_groups(cols: list[Column], p: PhoneParams) -> list[Column]:
         return [cols[0], F.lit(None).cast("string")]
     # the area code is one of two groups, the other ''; a final line break, which $ lets through,
     # stays after the ten digits
-    return [cols[0], F.regexp_replace(cols[0], _NANP_PLAIN, "\u0001$1$2$3$4")]
+    return [cols[0], F.regexp_replace(cols[0], _NANP_PLAIN, f"{_MARK}$1$2$3$4")]
 
 
 def _phone_digits(cols: list[Column], p: PhoneParams) -> list[Column]:
-    """The value, and its ten digits when ``_phone_groups`` matched (else NULL). A match starts
-    with U+0001 where the value starts with a digit, ``+`` or ``(``; a value that did not match
-    comes back unchanged, so it starts with U+0001 only when the value itself does."""
+    """The value, and its ten digits when ``_phone_groups`` matched (else NULL; a match starts
+    with a digit, ``+`` or ``(``, never with ``_MARK``)."""
     value, groups = cols
-    matched = groups.startswith("\u0001") & ~value.startswith("\u0001")
+    matched = groups.startswith(_MARK) & ~value.startswith(_MARK)
     # phonenumbers refuses (TOO_LONG) any value over 250 characters, separators included
     return [value, F.when((F.length(value) <= 250) & matched, F.substring(groups, 2, 10))]
 
