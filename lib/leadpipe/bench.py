@@ -437,7 +437,8 @@ def machine_info() -> dict[str, Any]:
     info["os"] = f"{os_name}, kernel {platform.release()}"
     try:
         java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30)
-        lines = (java.stderr or java.stdout).strip().splitlines()
+        # the launcher's "NOTE: Picked up JDK_JAVA_OPTIONS: ..." line is not the version
+        lines = [x for x in (java.stderr or java.stdout).strip().splitlines() if not x.startswith("NOTE: Picked up")]
         info["java"] = " / ".join(lines[:2]) if lines else None
     except (OSError, subprocess.SubprocessError):
         info["java"] = None
