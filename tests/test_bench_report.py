@@ -146,3 +146,16 @@ def test_report_only_rewrites_benchmarks_md_from_the_kept_results(tmp_path, caps
     assert md.read_text().startswith("# Benchmarks")
     assert embedded_results(md.read_text()) == results
     assert load_results(out / "results.json") == results
+
+
+def test_growth_between_sizes_is_judged_only_when_both_were_measured_at_one_commit():
+    small = _size(1000, [JobRun("week-1", "d/week-1", _process(10.0), status="succeeded")], [])
+    big = _size(10000, [JobRun("week-1", "d/week-1", _process(200.0), status="succeeded")], [])
+    big["commit"] = "abc1234-dirty"  # a dirty tree counts as its commit
+    (same,) = [c for c in compute_targets({"1000": small, "10000": big}) if "/" in c.size]
+    assert (same.measured, same.met, same.applies, same.note) == (2.0, False, True, "")
+    big["commit"], big["measured_at"] = "def5678", "2026-12-06T19:00:00+00:00"
+    (mixed,) = [c for c in compute_targets({"1000": small, "10000": big}) if "/" in c.size]
+    assert (mixed.measured, mixed.met, mixed.applies) == (2.0, None, False)
+    assert mixed.note == "not judged: measured at different commits (def5678 on 2026-12-06, abc1234 on 2026-12-03)"
+    assert "| 10,000 / 1,000 | week 1 wall ratio" in render_markdown({"sizes": {"1000": small, "10000": big}})

@@ -1115,14 +1115,25 @@ def compute_targets(sizes: dict[str, dict]) -> list[TargetCheck]:
         met = _met(r, bound, False) if applies else None
         checks.append(TargetCheck(size, name, r, shown, target, met, note, applies))
     name, target, bound = TARGETS["linear"]
-    measured = [(e["rows"], _wall(_job(e, "week-1"))) for e in ordered]
-    measured = [(n, w) for n, w in measured if w is not None]
-    for (n0, w0), (n1, w1_) in itertools.pairwise(measured):
+    measured = [(e, _wall(_job(e, "week-1"))) for e in ordered]
+    measured = [(e, w) for e, w in measured if w is not None]
+    for (e0, w0), (e1, w1_) in itertools.pairwise(measured):
+        n0, n1 = e0["rows"], e1["rows"]
         rows_ratio, time_ratio = n1 / n0, w1_ / w0
         r = round(time_ratio / rows_ratio, 2)
         shown = f"{r:.2f} (time x{time_ratio:.2f} for rows x{rows_ratio:.1f})"
-        checks.append(TargetCheck(f"{n1:,} / {n0:,}", name, r, shown, target, _met(r, bound, True)))
+        if _commit(e0) == _commit(e1):
+            checks.append(TargetCheck(f"{n1:,} / {n0:,}", name, r, shown, target, _met(r, bound, True)))
+        else:  # two versions of the code (or two days of the machine): the ratio says nothing of growth
+            note = f"not judged: measured at different commits ({_commit(e1)} on {e1['measured_at'][:10]}, "
+            note += f"{_commit(e0)} on {e0['measured_at'][:10]})"
+            checks.append(TargetCheck(f"{n1:,} / {n0:,}", name, r, shown, target, None, note, False))
     return checks
+
+
+def _commit(e: dict) -> str:
+    """The commit a size was measured at (a dirty tree counts as its commit)."""
+    return (e.get("commit") or "unknown commit").removesuffix("-dirty")
 
 
 def _replayed(job: dict) -> str:
@@ -1457,7 +1468,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        "`-`: the target is set at another size; the figure is shown for information.",
+        "`-`: the target is set at another size, or (between sizes) the two sizes were measured at different "
+        "commits; the figure is shown for information.",
         "",
         "## Time and memory as rows grow",
         "",
