@@ -1122,12 +1122,13 @@ def compute_targets(sizes: dict[str, dict]) -> list[TargetCheck]:
         rows_ratio, time_ratio = n1 / n0, w1_ / w0
         r = round(time_ratio / rows_ratio, 2)
         shown = f"{r:.2f} (time x{time_ratio:.2f} for rows x{rows_ratio:.1f})"
-        if _commit(e0) == _commit(e1):
-            checks.append(TargetCheck(f"{n1:,} / {n0:,}", name, r, shown, target, _met(r, bound, True)))
-        else:  # two versions of the code (or two days of the machine): the ratio says nothing of growth
+        same = _commit(e0) == _commit(e1)  # else two versions of the code: the ratio says nothing of growth
+        note = ""
+        if not same:
             note = f"not judged: measured at different commits ({_commit(e1)} on {e1['measured_at'][:10]}, "
             note += f"{_commit(e0)} on {e0['measured_at'][:10]})"
-            checks.append(TargetCheck(f"{n1:,} / {n0:,}", name, r, shown, target, None, note, False))
+        met = _met(r, bound, True) if same else None
+        checks.append(TargetCheck(f"{n1:,} / {n0:,}", name, r, shown, target, met, note, same))
     return checks
 
 
