@@ -1,6 +1,8 @@
-"""Delivery's two ways of filling the staging table put the same values in PostgreSQL.
+"""Delivery's three ways of writing leads put the same values in PostgreSQL.
 
-COPY (the default, ``delivery_method: copy``) renders Arrow batches as CSV; JDBC binds values.
+The direct COPY (the default, ``delivery_method: direct``) streams lines rendered by Spark's
+``to_csv`` through the driver into the leads table; the staged COPY (``copy``) renders Arrow
+batches as CSV with pyarrow; JDBC binds values.
 Values that CSV could confuse (empty string vs NULL, quotes, commas, line breaks, non-ASCII,
 dates, booleans, integers, the ``extras`` map as JSON) must arrive identical both ways.
 """
@@ -13,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from leadpipe.canonical import LEAD_SCHEMA
-from leadpipe.deliver import STAGE_WRITERS, create_stage, ensure_tables
+from leadpipe.deliver import STAGE_WRITERS, copy_through_driver, create_stage, ensure_tables
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +42,13 @@ def _rows() -> list[dict]:
     return rows
 
 
-def test_copy_and_jdbc_stage_the_same_values(spark, db):
+def test_direct_copy_and_both_stage_writers_write_the_same_values(spark, db):
     ensure_tables(db, "public", "leads")
     frame = spark.createDataFrame(_rows(), LEAD_SCHEMA).repartition(3)
-    tables = {}
+    with db.connect() as conn, conn.transaction(), conn.cursor() as cur:  # as the direct delivery: jsonb extras
+        cur.execute("CREATE TABLE direct_check (LIKE leads INCLUDING DEFAULTS)")
+        assert copy_through_driver(cur, frame, "public", "direct_check", lines_per_write=4) == len(TRICKY)
+    tables = {"direct": "direct_check"}
     for method, write in STAGE_WRITERS.items():
         stage = f"copy_check_{method}"
         with db.connect(autocommit=True) as conn:
@@ -62,7 +67,7 @@ def test_copy_and_jdbc_stage_the_same_values(spark, db):
             for m, t in tables.items()
         }
     assert len(got["copy"]) == len(TRICKY)
-    assert got["copy"] == got["jdbc"]
+    assert got["copy"] == got["jdbc"] == got["direct"]
     by_id = {r[0]: r for r in got["copy"]}
     company = LEAD_SCHEMA.fieldNames().index("company")
     assert [by_id[f"tx_hhs:{i:03d}"][company] for i in range(len(TRICKY))] == TRICKY

@@ -10,6 +10,7 @@ around it use the test session's Spark.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,8 +33,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-POINTS = ["after_read", "after_bronze", "after_merge", "during_staging", "after_pg_commit", "at_end"]
-# before_archive: its own test below (the weeks' inputs are shared; archiving would move them)
+POINTS = ["after_read", "after_bronze", "after_merge", "during_copy", "during_staging", "after_pg_commit", "at_end"]
+# before_archive: its own test below (the weeks' inputs are shared; archiving would move them).
+# during_staging: the run killed there delivers through a staging table (delivery_method: copy);
+# every other one, and every run after a kill, the default way (direct).
+STAGED = {"during_staging"}
 
 
 @dataclass
@@ -102,6 +106,9 @@ def world(spark, pg_server, tmp_path_factory) -> World:
     settings["spark"].pop("spark.driver.memory", None)
     settings["expected_sources"] = ["tx_hhs"]  # the only source left
     (conf / "settings.yaml").write_text(yaml.safe_dump(settings))
+    staged_conf = tmp / "conf-staged"
+    shutil.copytree(conf, staged_conf)
+    (staged_conf / "settings.yaml").write_text(yaml.safe_dump({**settings, "delivery_method": "copy"}))
     manifest = generate(tmp / "sample", weeks=3, providers=90, seed=23)
     weeks = manifest["weeks"]
     for week in weeks:
@@ -128,7 +135,7 @@ def world(spark, pg_server, tmp_path_factory) -> World:
             shutil.copy(f, both / f.name)
     killed["two-weeks"] = Killed(tmp / "two-weeks", new_db(pg_server), str(both), "killed-two-weeks", "after_merge")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = [pool.submit(run_killed, conf, k) for k in killed.values()]
+        done = [pool.submit(run_killed, staged_conf if k.point in STAGED else conf, k) for k in killed.values()]
         assert run_weekly(spark, sources, w2, str(wh), db, ref, run_id="ref-2", quality=False).ok
         state2, ids2 = leads_state(spark, wh), pg_lead_ids(db)
         assert run_weekly(spark, sources, weeks[2]["input"], str(wh), db, ref, run_id="ref-3", quality=False).ok
@@ -189,6 +196,13 @@ def staging_tables(db: DbTarget) -> list[str]:
 def test_week_2_killed_at_each_point_then_run_again(spark, kill_sources, world, point):
     k = world.killed[point]
     assert_killed(k)
+    if point == "during_copy":  # rows had streamed into the delivery transaction; none was committed
+        taken = re.search(
+            r"PostgreSQL has taken (\d+) row\(s\) of the COPY into public\.leads, none committed", k.stderr
+        )
+        assert taken and int(taken.group(1)) > 0, k.stderr[-3000:]
+        assert staging_tables(k.db) == []
+        assert pg_lead_ids(k.db) == world.ids1
     if point == "during_staging":
         stages = staging_tables(k.db)
         assert len(stages) == 1, "the kill left no staging table: it did not die mid-delivery"

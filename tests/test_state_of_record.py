@@ -304,3 +304,36 @@ def test_a_stage_emptied_by_a_server_restart_is_never_published(db):
     with db.connect() as conn:
         assert conn.execute("SELECT version FROM lead_deliveries").fetchall() == [(4,)]
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'leads_stage_x'").fetchone()[0] == 0
+
+
+def test_a_lead_already_in_postgres_sends_the_delivery_through_a_stage(spark, sources, settings, db, tmp_path, caplog):
+    """The direct COPY refuses a lead_id the leads table already has (a warehouse rebuilt beside
+    its database): nothing of it commits, and the same delivery goes through a staging table,
+    which keeps the leads already there and delivers the others, with one ledger row."""
+    manifest = generate(tmp_path / "gen", weeks=2, providers=60, seed=11)
+    week1, week2 = (w["input"] for w in manifest["weeks"])
+    assert settings.delivery_method == "direct"
+    first = run_weekly(spark, sources, week1, str(tmp_path / "wh-a"), db, settings, run_id="a1", quality=False)
+    assert first.ok and first.summary["delivered"] > 0
+    before = pg_lead_ids(db)
+    both = tmp_path / "both"  # a new warehouse (a new Delta table): weeks 1 and 2 again
+    both.mkdir()
+    for week in (week1, week2):
+        for f in Path(week).iterdir():
+            shutil.copy(f, both / f.name)
+    with caplog.at_level("INFO", logger="leadpipe.deliver"):
+        rebuilt = run_weekly(
+            spark, sources, str(both), str(tmp_path / "wh-b"), db, settings, run_id="b1", quality=False
+        )
+    assert rebuilt.ok, rebuilt.summary
+    fallback = [m for m in caplog.messages if "is already in public.leads" in m]
+    assert len(fallback) == 1 and "delivering through a staging table instead" in fallback[0]
+    assert any("staged by copy" in m for m in caplog.messages)
+    after = pg_lead_ids(db)
+    assert before < after
+    assert rebuilt.summary["delivered"] == len(after - before)
+    with db.connect() as conn:
+        ledger = conn.execute("SELECT run_id, leads_delivered FROM lead_deliveries ORDER BY delivered_at").fetchall()
+        stages = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'leads_stage_%'").fetchone()[0]
+    assert ledger == [("a1", len(before)), ("b1", len(after - before))]
+    assert stages == 0

@@ -386,7 +386,7 @@ class Settings(_Strict):
     spark_log_level: str = Field("WARN", pattern="^(ALL|DEBUG|INFO|WARN|ERROR|FATAL|OFF)$")
     postgres: PostgresSettings = PostgresSettings()
     jdbc_batch_size: int = 10000
-    delivery_method: str = Field("copy", pattern="^(copy|jdbc)$")  # how the staging table is filled
+    delivery_method: str = Field("direct", pattern="^(direct|copy|jdbc)$")  # deliver.METHODS
     quality_top_values: int = 5
     hold: HoldRules = HoldRules()
     delta_commit_attempts: int = Field(3, ge=1, le=10)  # a MERGE that lost a Delta commit race is retried

@@ -7,21 +7,36 @@ table's current version: normally just this run's MERGE commits, and after a run
 between its MERGE and its delivery, that run's commits too. So a kill at any point loses nothing,
 and a re-run delivers nothing twice:
 
-1. the inserts are written from Spark's partitions (PostgreSQL COPY, or Spark's JDBC writer:
-   settings ``delivery_method``) to a private UNLOGGED staging table named
-   ``<leads table>_stage_<table id>_<random>`` (a retried Spark task may write a row twice
-   there: harmless);
-2. one PostgreSQL transaction, serialized per Delta table by an advisory lock, copies them with
-   ``INSERT ... ON CONFLICT (lead_id) DO NOTHING``, records the versions in the ledger, adds the
-   count to the run's ``pipeline_runs`` row and drops the staging table. Either all of it
-   commits or none. A staging table left by a killed run is dropped by the next delivery of
-   the same Delta table.
+By default (settings ``delivery_method: direct``) the inserts are written once, straight into
+the leads table, inside the delivery transaction:
+
+1. one PostgreSQL transaction, serialized per Delta table by an advisory lock, streams the
+   inserts through the driver into ``COPY <leads table> FROM STDIN (FORMAT csv)`` (each lead
+   rendered as a CSV line by Spark's ``to_csv`` in the JVM; one Spark partition at a time on
+   the driver, never the whole feed), checks that PostgreSQL counted every line sent, records
+   the versions in the ledger and adds the count to the run's ``pipeline_runs`` row. Either all
+   of it commits or none: a kill mid-COPY leaves nothing behind.
+2. When a lead_id of the feed is already in the leads table (COPY refuses the whole transaction:
+   a warehouse rebuilt beside an existing database, or rows changed by hand), the delivery falls
+   back to the staged way below, which keeps those leads as they are (``ON CONFLICT DO NOTHING``).
+
+The staged way (``delivery_method: copy`` or ``jdbc``, and the fallback):
+
+1. the inserts are written from Spark's partitions (PostgreSQL COPY, or Spark's JDBC writer) to
+   a private UNLOGGED staging table named ``<leads table>_stage_<table id>_<random>`` (a retried
+   Spark task may write a row twice there: harmless);
+2. one PostgreSQL transaction, serialized per Delta table by the same advisory lock, copies them
+   with ``INSERT ... ON CONFLICT (lead_id) DO NOTHING``, records the versions in the ledger, adds
+   the count to the run's ``pipeline_runs`` row and drops the staging table. Either all of it
+   commits or none. A staging table left by a killed run is dropped by the next delivery of the
+   same Delta table.
 
 Every SQL identifier is composed with psycopg's ``sql.Identifier``; values are parameters.
 
 A map column of the lead (``extras``) is ``jsonb`` in PostgreSQL (NULL when the source file had
-no extra column). Neither CSV nor JDBC carries a map: both ways stage it as JSON text (Spark's
-``to_json``) in a ``text`` column of the stage, and the publish step casts it to ``jsonb``.
+no extra column). Neither CSV nor JDBC carries a map: every way sends it as JSON text (Spark's
+``to_json``); PostgreSQL reads that text into ``jsonb`` (the direct COPY) or the publish step
+casts the stage's ``text`` column to it.
 
 ``ensure_tables`` migrates a leads table made by an older version: every lead column it lacks is
 added (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, NULL in the rows already delivered).
@@ -32,9 +47,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from contextlib import closing
 from dataclasses import dataclass
 
-from psycopg import sql
+from psycopg import errors, sql
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -219,14 +235,16 @@ def deliver(
     schema: str = "public",
     table: str = "leads",
     batch_size: int = 10000,
-    method: str = "copy",
+    method: str = "direct",
 ) -> Delivery:
     """Deliver the inserts of every Delta version not yet in the ledger (see the module doc).
     The tables must exist: :func:`ensure_tables`, which the run calls once when it takes its lock.
-    ``method``: how the stage is filled, ``copy`` (PostgreSQL COPY from each partition) or
-    ``jdbc`` (Spark's JDBC writer, batches of ``batch_size``); the publish step is the same."""
-    if method not in STAGE_WRITERS:
-        raise ValueError(f"delivery method {method!r}: one of {sorted(STAGE_WRITERS)}")
+    ``method``: ``direct`` (COPY into the leads table inside the delivery transaction; staged
+    when a lead is already there), or how a staging table is filled: ``copy`` (PostgreSQL COPY
+    from each partition) or ``jdbc`` (Spark's JDBC writer, batches of ``batch_size``); the
+    publish step of a stage is the same for both."""
+    if method not in METHODS:
+        raise ValueError(f"delivery method {method!r}: one of {sorted(METHODS)}")
     table_id, current = table_position(spark, leads_path)
     prefix = stage_prefix(table, table_id)
     with db.connect(autocommit=True) as conn:
@@ -237,11 +255,37 @@ def deliver(
         log.info("deliver: %s is delivered up to version %d; nothing new", db, current)
         return Delivery(0, None)
     leads = inserted_leads(spark, leads_path, first, current).withColumn("run_id", F.lit(run_id))
+    if method == "direct":
+        try:
+            delivered = _deliver_direct(leads, db, schema, table, table_id, first, current, run_id)
+        except errors.UniqueViolation as exc:
+            log.warning(
+                "deliver: a lead of versions %d..%d is already in %s.%s (%s); nothing was committed: delivering "
+                "through a staging table instead (INSERT ... ON CONFLICT DO NOTHING)",
+                first,
+                current,
+                schema,
+                table,
+                _first_line(exc),
+            )
+            method = "copy"
+        else:
+            faults.reach("after_pg_commit")
+            log.info(
+                "deliver: versions %d..%d of %s: %d lead(s) copied straight into %s.%s",
+                first,
+                current,
+                leads_path,
+                delivered,
+                schema,
+                table,
+            )
+            return Delivery(delivered, (first, current))
     stage = prefix + uuid.uuid4().hex[:12]
     with db.connect(autocommit=True) as conn:
         create_stage(conn, schema, table, stage)
     dying = faults.armed("during_staging")
-    if dying:  # a real death while Spark's JDBC tasks are writing: as soon as a row has landed
+    if dying:  # a real death while Spark's tasks are writing the stage: as soon as a row has landed
         faults.watch("during_staging", lambda: _staged_rows(db, schema, stage) > 0)
     parts = max(1, min(4, spark.sparkContext.defaultParallelism))
     if method == "copy":  # one pass over the change feed: the COPYs say how many rows they wrote
@@ -270,6 +314,100 @@ def deliver(
         table,
     )
     return Delivery(delivered, (first, current))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+#: How Spark's ``to_csv`` writes a lead for PostgreSQL's CSV format: NULL as an unquoted empty
+#: field, an empty string as ``""``, quotes doubled, fields with a separator, quote or line break
+#: quoted, white space kept.
+PG_CSV = {
+    "sep": ",",
+    "quote": '"',
+    "escape": '"',
+    "ignoreLeadingWhiteSpace": "false",
+    "ignoreTrailingWhiteSpace": "false",
+}
+
+
+def csv_lines(leads: DataFrame) -> DataFrame:
+    """One column, ``line``: each lead as a line of PostgreSQL's CSV (``PG_CSV``, ending in a line
+    feed), its columns in ``for_stage(leads).columns`` order; rendered in the JVM."""
+    staged = for_stage(leads)
+    return staged.select(F.concat(F.to_csv(F.struct(*staged.columns), PG_CSV), F.lit("\n")).alias("line"))
+
+
+def copy_through_driver(cur, leads: DataFrame, schema: str, table: str, lines_per_write: int = 5000) -> int:
+    """``COPY schema.table FROM STDIN (FORMAT csv)`` on ``cur`` (in the caller's transaction) of
+    every row of ``leads``, streamed one Spark partition at a time (the next one computed
+    meanwhile); returns the rows sent, after checking that PostgreSQL counted as many."""
+    columns = for_stage(leads).columns
+    copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        _name(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    sent = 0
+    cur.execute("SET LOCAL client_encoding TO 'UTF8'")
+    with cur.copy(copy) as out, closing(csv_lines(leads).toLocalIterator(prefetchPartitions=True)) as rows:
+        buffer: list[str] = []
+        for row in rows:
+            buffer.append(row[0])
+            if len(buffer) == lines_per_write:
+                out.write("".join(buffer))
+                sent += len(buffer)
+                buffer = []
+        if buffer:
+            out.write("".join(buffer))
+            sent += len(buffer)
+    if cur.rowcount != sent:
+        raise RuntimeError(f"COPY into {schema}.{table}: PostgreSQL counted {cur.rowcount} row(s) of the {sent} sent")
+    return sent
+
+
+def _deliver_direct(
+    leads: DataFrame,
+    db: DbTarget,
+    schema: str,
+    table: str,
+    table_id: str,
+    first: int,
+    last: int,
+    run_id: str,
+) -> int:
+    """The direct delivery's one transaction (see the module doc). Raises psycopg's
+    ``UniqueViolation`` (nothing committed) when a lead_id is already in the table."""
+    dying = faults.armed("during_copy")
+    with db.connect() as conn, conn.transaction():
+        if not _lock_and_check(conn, schema, table_id, last):
+            return 0
+        with conn.cursor() as cur:
+            if dying:  # a real death while the rows stream in: as soon as PostgreSQL has taken one
+                backend = conn.info.backend_pid
+
+                def taken() -> bool:
+                    rows = _copy_progress(db, backend)
+                    if rows:
+                        log.warning(NOT_COMMITTED, rows, schema, table)
+                    return rows > 0
+
+                faults.watch("during_copy", taken)
+            delivered = copy_through_driver(cur, leads, schema, table)
+        if dying:  # the COPY ended before the watcher saw a row: still nothing committed
+            log.warning(NOT_COMMITTED, delivered, schema, table)
+            faults.die("during_copy")
+        _record(conn, schema, table_id, first, last, run_id, delivered)
+    return delivered
+
+
+NOT_COMMITTED = "deliver: PostgreSQL has taken %d row(s) of the COPY into %s.%s, none committed"
+
+
+def _copy_progress(db: DbTarget, backend: int) -> int:
+    """Rows PostgreSQL has taken so far from the COPY running in session ``backend``."""
+    with db.connect(autocommit=True) as conn:
+        row = conn.execute("SELECT tuples_processed FROM pg_stat_progress_copy WHERE pid = %s", (backend,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _stage_by_jdbc(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> None:
@@ -317,6 +455,8 @@ def _stage_by_copy(leads: DataFrame, db: DbTarget, schema: str, stage: str, batc
 
 
 STAGE_WRITERS = {"copy": _stage_by_copy, "jdbc": _stage_by_jdbc}
+#: Every ``delivery_method``: straight into the leads table, or through a stage filled by one of ``STAGE_WRITERS``.
+METHODS = ("direct", *STAGE_WRITERS)
 
 
 def _publish(
@@ -334,10 +474,7 @@ def _publish(
         sql.SQL("{}::jsonb").format(sql.Identifier(c)) if c in JSON_COLUMNS else sql.Identifier(c) for c in names
     )
     with db.connect() as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"leadpipe-deliver-{table_id}",))
-        done = _max_delivered(conn, schema, table_id)
-        if done is not None and done >= last:
-            log.info("deliver: another run delivered up to version %d meanwhile", done)
+        if not _lock_and_check(conn, schema, table_id, last):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_name(schema, stage)))
             return 0
         query = sql.SQL("SELECT count(DISTINCT lead_id) FROM {}").format(_name(schema, stage))
@@ -354,17 +491,33 @@ def _publish(
             ).format(_name(schema, table), cols, values, _name(schema, stage))
         )
         delivered = cur.rowcount
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (table_id, version, first_version, run_id, leads_delivered) VALUES (%s, %s, %s, %s, %s)"
-            ).format(_name(schema, LEDGER)),
-            (table_id, last, first, run_id, delivered),
-        )
-        conn.execute(
-            sql.SQL("UPDATE {} SET delivered = coalesce(delivered, 0) + %s WHERE run_id = %s").format(
-                _name(schema, RUNS_TABLE)
-            ),
-            (delivered, run_id),
-        )
+        _record(conn, schema, table_id, first, last, run_id, delivered)
         conn.execute(sql.SQL("DROP TABLE {}").format(_name(schema, stage)))
     return delivered
+
+
+def _lock_and_check(conn, schema: str, table_id: str, last: int) -> bool:
+    """In the delivery transaction: take the Delta table's delivery lock; False when another run
+    delivered up to ``last`` meanwhile (then there is nothing to do)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"leadpipe-deliver-{table_id}",))
+    done = _max_delivered(conn, schema, table_id)
+    if done is not None and done >= last:
+        log.info("deliver: another run delivered up to version %d meanwhile", done)
+        return False
+    return True
+
+
+def _record(conn, schema: str, table_id: str, first: int, last: int, run_id: str, delivered: int) -> None:
+    """In the delivery transaction: the ledger row of versions ``first..last`` and the run's count."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (table_id, version, first_version, run_id, leads_delivered) VALUES (%s, %s, %s, %s, %s)"
+        ).format(_name(schema, LEDGER)),
+        (table_id, last, first, run_id, delivered),
+    )
+    conn.execute(
+        sql.SQL("UPDATE {} SET delivered = coalesce(delivered, 0) + %s WHERE run_id = %s").format(
+            _name(schema, RUNS_TABLE)
+        ),
+        (delivered, run_id),
+    )

@@ -7,7 +7,10 @@ or the kernel's OOM killer strikes. The points, in the order a run passes them:
 ``after_read``       the snapshot is read, standardized and validated (in memory only)
 ``after_bronze``     bronze and quarantine are written, the MERGE is not
 ``after_merge``      a MERGE is committed to the leads table, nothing is delivered
-``during_staging``   rows are landing in the PostgreSQL staging table, nothing is published
+``during_copy``      rows are streaming into the leads table in the delivery transaction (the
+                     default ``delivery_method: direct``), nothing is committed
+``during_staging``   rows are landing in the PostgreSQL staging table (``delivery_method: copy``
+                     or ``jdbc``), nothing is published
 ``after_pg_commit``  the delivery transaction is committed, the run is not finished
 ``before_archive``   delivered; the first file is about to be copied to the archive
 ``at_end``           everything is done, the summary is not printed
@@ -31,7 +34,16 @@ import sys
 log = logging.getLogger(__name__)
 
 ENV = "LEADPIPE_FAULT"
-POINTS = ("after_read", "after_bronze", "after_merge", "during_staging", "after_pg_commit", "before_archive", "at_end")
+POINTS = (
+    "after_read",
+    "after_bronze",
+    "after_merge",
+    "during_copy",
+    "during_staging",
+    "after_pg_commit",
+    "before_archive",
+    "at_end",
+)
 
 _seen: dict[str, int] = {}
 _callbacks: dict[str, list] = {}
