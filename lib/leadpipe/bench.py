@@ -1457,8 +1457,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         "embedded server's own `psql` runs `\\copy <table> (<columns>) FROM '<file>' WITH CSV` into an empty "
         "table created `LIKE public.leads INCLUDING DEFAULTS INCLUDING INDEXES` (so with the primary key, as "
         "the job's target has). Wall = the psql process. The job's delivery rate = leads delivered in week 1 "
-        "/ its `deliver` stage seconds (reading the change feed, PostgreSQL COPY from the partitions into the staging table (settings `delivery_method: copy`), the "
-        "INSERT ... ON CONFLICT and ledger transaction).",
+        "/ its `deliver` stage seconds: reading the change feed and writing to PostgreSQL, with settings' "
+        "`delivery_method`. From commit 423bbaa on that is `direct` (COPY straight into the leads table inside "
+        "the ledger transaction); before it, `copy` (COPY from the partitions into a staging table, then "
+        "INSERT ... ON CONFLICT in the ledger transaction). Each size names the commit it was measured at.",
         "",
     ]
     checks = compute_targets(sizes)
