@@ -342,7 +342,9 @@ def csv_lines(leads: DataFrame) -> DataFrame:
 def copy_through_driver(cur, leads: DataFrame, schema: str, table: str, lines_per_write: int = 5000) -> int:
     """``COPY schema.table FROM STDIN (FORMAT csv)`` on ``cur`` (in the caller's transaction) of
     every row of ``leads``, streamed one Spark partition at a time (the next one computed
-    meanwhile); returns the rows sent, after checking that PostgreSQL counted as many."""
+    meanwhile); returns the rows sent, after checking that PostgreSQL counted as many. The driver
+    holds at most two partitions' lines: for the change feed, file splits of
+    ``spark.sql.files.maxPartitionBytes`` (128 MB of Parquet by default), whatever the rows."""
     columns = for_stage(leads).columns
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         _name(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
