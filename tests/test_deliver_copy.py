@@ -13,13 +13,24 @@ from datetime import date
 
 import pytest
 from psycopg import sql
+from pyspark.sql import functions as F
 
 from leadpipe.canonical import LEAD_SCHEMA
-from leadpipe.deliver import STAGE_WRITERS, copy_through_driver, create_stage, ensure_tables
+from leadpipe.deliver import (
+    STAGE_WRITERS,
+    DeliveryRefused,
+    _deliver_direct,
+    copy_through_driver,
+    create_stage,
+    ensure_tables,
+)
 
 pytestmark = pytest.mark.integration
 
-TRICKY = ["", None, 'say "hi"', "a,b", "line1\nline2", "caf\u00e9 \u2019s", " lead ", "\\N", "NULL", '"']
+TRICKY = [
+    "", None, 'say "hi"', "a,b", "line1\nline2", "caf\u00e9 \u2019s", " lead ", "\\N", "NULL", '"',
+    "\r", "a\r\nb", "\\.", "x\n\\.\ny", "\t", "#x", '\\"',
+]  # fmt: skip
 
 
 def _rows() -> list[dict]:
@@ -73,3 +84,20 @@ def test_direct_copy_and_both_stage_writers_write_the_same_values(spark, db):
     assert [by_id[f"tx_hhs:{i:03d}"][company] for i in range(len(TRICKY))] == TRICKY
     extras = LEAD_SCHEMA.fieldNames().index("extras")
     assert [by_id[f"tx_hhs:{i:03d}"][extras] for i in range(len(TRICKY))] == [r["extras"] for r in _rows()]
+
+
+def test_a_value_postgres_refuses_fails_the_direct_delivery_naming_row_and_column_not_value(spark, db):
+    """PostgreSQL cannot store a NUL byte in text: the direct COPY is refused, nothing (leads,
+    ledger) is committed, and the error names the COPY's row and column, never the value."""
+    ensure_tables(db, "public", "leads")
+    rows = _rows()[:3]
+    rows[1]["company"] = "Secret\x00Daycare"
+    frame = spark.createDataFrame(rows, LEAD_SCHEMA).coalesce(1).orderBy("lead_id")
+    with pytest.raises(DeliveryRefused) as refused:
+        _deliver_direct(frame.withColumn("run_id", F.lit("r1")), db, "public", "leads", "table-1", 0, 0, "r1")
+    message = str(refused.value)
+    assert "SQLSTATE 22" in message and "at row 2 of the COPY" in message, message
+    assert "Secret" not in message and "Daycare" not in message
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM lead_deliveries").fetchone()[0] == 0

@@ -13,12 +13,18 @@ the leads table, inside the delivery transaction:
 1. one PostgreSQL transaction, serialized per Delta table by an advisory lock, streams the
    inserts through the driver into ``COPY <leads table> FROM STDIN (FORMAT csv)`` (each lead
    rendered as a CSV line by Spark's ``to_csv`` in the JVM; one Spark partition at a time on
-   the driver, never the whole feed), checks that PostgreSQL counted every line sent, records
-   the versions in the ledger and adds the count to the run's ``pipeline_runs`` row. Either all
-   of it commits or none: a kill mid-COPY leaves nothing behind.
+   the driver, at most two partitions of ``DIRECT_SPLIT_BYTES`` at a time, never the whole
+   feed; the first is computed before the transaction opens), checks that PostgreSQL counted
+   every line sent, records the versions in the ledger and adds the count to the run's
+   ``pipeline_runs`` row. Either all of it commits or none: a kill before the commit leaves
+   nothing behind. The connection has TCP keepalives on both ends, so a vanished driver's
+   transaction (and its locks) goes within about a minute.
 2. When a lead_id of the feed is already in the leads table (COPY refuses the whole transaction:
    a warehouse rebuilt beside an existing database, or rows changed by hand), the delivery falls
    back to the staged way below, which keeps those leads as they are (``ON CONFLICT DO NOTHING``).
+   PostgreSQL reports the conflict when the COPY ends, so that delivery reads the feed twice.
+   Any other refusal (a value PostgreSQL cannot take) fails the delivery with the COPY's row
+   and column, never the value (:class:`DeliveryRefused`); nothing is committed.
 
 The staged way (``delivery_method: copy`` or ``jdbc``, and the fallback):
 
@@ -45,11 +51,15 @@ added (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, NULL in the rows already de
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import re
 import uuid
-from contextlib import closing
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import errors, sql
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -61,7 +71,7 @@ from leadpipe.canonical import LEAD_SCHEMA
 from leadpipe.merge import change_feed, table_id_and_version
 from leadpipe.postgres import DbTarget
 from leadpipe.run_report import ensure_views
-from leadpipe.runs import RUNS_TABLE, ensure_run_table
+from leadpipe.runs import KEEPALIVES, RUNS_TABLE, SERVER_KEEPALIVES, ensure_run_table
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +82,8 @@ PG_TYPES = {
     T.BooleanType(): "boolean",
     T.MapType(T.StringType(), T.StringType()): "jsonb",
 }
-#: Lead columns staged as JSON text and cast to jsonb when published.
+#: Lead columns sent as JSON text (jsonb in PostgreSQL: the direct COPY reads the text into it, a
+#: stage keeps it as text and the publish step casts it).
 JSON_COLUMNS = [f.name for f in LEAD_SCHEMA.fields if isinstance(f.dataType, T.MapType)]
 LEDGER = "lead_deliveries"
 
@@ -317,19 +328,27 @@ def deliver(
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
 
 
 #: How Spark's ``to_csv`` writes a lead for PostgreSQL's CSV format: NULL as an unquoted empty
 #: field, an empty string as ``""``, quotes doubled, fields with a separator, quote or line break
-#: quoted, white space kept.
+#: quoted, white space kept, dates ``yyyy-MM-dd``.
 PG_CSV = {
     "sep": ",",
     "quote": '"',
     "escape": '"',
+    "nullValue": "",
+    "emptyValue": '""',
+    "lineSep": "\n",
+    "dateFormat": "yyyy-MM-dd",
     "ignoreLeadingWhiteSpace": "false",
     "ignoreTrailingWhiteSpace": "false",
 }
+#: The largest Parquet split the direct delivery reads as one partition: the driver holds at most
+#: two partitions' lines (about 4x this in CSV), whatever the rows, well under
+#: ``spark.driver.maxResultSize`` (1g by default).
+DIRECT_SPLIT_BYTES = 64 * 1024 * 1024
 
 
 def csv_lines(leads: DataFrame) -> DataFrame:
@@ -339,22 +358,46 @@ def csv_lines(leads: DataFrame) -> DataFrame:
     return staged.select(F.concat(F.to_csv(F.struct(*staged.columns), PG_CSV), F.lit("\n")).alias("line"))
 
 
-def copy_through_driver(cur, leads: DataFrame, schema: str, table: str, lines_per_write: int = 5000) -> int:
-    """``COPY schema.table FROM STDIN (FORMAT csv)`` on ``cur`` (in the caller's transaction) of
-    every row of ``leads``, streamed one Spark partition at a time (the next one computed
-    meanwhile); returns the rows sent, after checking that PostgreSQL counted as many. The driver
-    holds at most two partitions' lines: for the change feed, file splits of
-    ``spark.sql.files.maxPartitionBytes`` (128 MB of Parquet by default), whatever the rows."""
-    columns = for_stage(leads).columns
+@contextmanager
+def streamed_lines(leads: DataFrame) -> Iterator[Iterator[str]]:
+    """The CSV lines of ``leads`` (:func:`csv_lines`) on the driver, one Spark partition at a
+    time (the next one computed meanwhile; file splits of at most ``DIRECT_SPLIT_BYTES``); the
+    first partition is computed on entry, before the caller opens its transaction."""
+    conf = leads.sparkSession.conf
+    key = "spark.sql.files.maxPartitionBytes"
+    before = conf.get(key)
+    conf.set(key, str(min(DIRECT_SPLIT_BYTES, _bytes(before))))
+    try:  # the splits are planned here, when the iterator is made
+        rows = csv_lines(leads).toLocalIterator(prefetchPartitions=True)
+    finally:
+        conf.set(key, before)
+    with closing(rows):
+        first = next(rows, None)
+        yield itertools.chain([] if first is None else [first[0]], (r[0] for r in rows))
+
+
+def _bytes(size: str) -> int:
+    """Bytes of a Spark size setting (``134217728b``, ``128m``, ``1g``, ``1048576``)."""
+    text = size.strip().lower().removesuffix("b")
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(text[-1:], 1)
+    return int(text.rstrip("kmgt")) * scale
+
+
+def copy_lines(
+    cur, lines: Iterable[str], columns: list[str], schema: str, table: str, lines_per_write: int = 5000
+) -> int:
+    """``COPY schema.table (columns) FROM STDIN (FORMAT csv)`` on ``cur`` (in the caller's
+    transaction) of ``lines``; returns the rows sent, after checking that PostgreSQL counted as
+    many."""
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         _name(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     sent = 0
     cur.execute("SET LOCAL client_encoding TO 'UTF8'")
-    with cur.copy(copy) as out, closing(csv_lines(leads).toLocalIterator(prefetchPartitions=True)) as rows:
+    with cur.copy(copy) as out:
         buffer: list[str] = []
-        for row in rows:
-            buffer.append(row[0])
+        for line in lines:
+            buffer.append(line)
             if len(buffer) == lines_per_write:
                 out.write("".join(buffer))
                 sent += len(buffer)
@@ -365,6 +408,17 @@ def copy_through_driver(cur, leads: DataFrame, schema: str, table: str, lines_pe
     if cur.rowcount != sent:
         raise RuntimeError(f"COPY into {schema}.{table}: PostgreSQL counted {cur.rowcount} row(s) of the {sent} sent")
     return sent
+
+
+def copy_through_driver(cur, leads: DataFrame, schema: str, table: str, lines_per_write: int = 5000) -> int:
+    """:func:`copy_lines` of every row of ``leads``, streamed by :func:`streamed_lines`."""
+    with streamed_lines(leads) as lines:
+        return copy_lines(cur, lines, for_stage(leads).columns, schema, table, lines_per_write)
+
+
+class DeliveryRefused(RuntimeError):
+    """PostgreSQL refused the direct COPY's rows (other than a lead already there): nothing was
+    committed. The message names the row and column, never the value."""
 
 
 def _deliver_direct(
@@ -378,38 +432,38 @@ def _deliver_direct(
     run_id: str,
 ) -> int:
     """The direct delivery's one transaction (see the module doc). Raises psycopg's
-    ``UniqueViolation`` (nothing committed) when a lead_id is already in the table."""
-    dying = faults.armed("during_copy")
-    with db.connect() as conn, conn.transaction():
-        if not _lock_and_check(conn, schema, table_id, last):
-            return 0
-        with conn.cursor() as cur:
-            if dying:  # a real death while the rows stream in: as soon as PostgreSQL has taken one
-                backend = conn.info.backend_pid
-
-                def taken() -> bool:
-                    rows = _copy_progress(db, backend)
-                    if rows:
-                        log.warning(NOT_COMMITTED, rows, schema, table)
-                    return rows > 0
-
-                faults.watch("during_copy", taken)
-            delivered = copy_through_driver(cur, leads, schema, table)
-        if dying:  # the COPY ended before the watcher saw a row: still nothing committed
-            log.warning(NOT_COMMITTED, delivered, schema, table)
-            faults.die("during_copy")
-        _record(conn, schema, table_id, first, last, run_id, delivered)
+    ``UniqueViolation`` (nothing committed) when a lead_id is already in the table, and
+    :class:`DeliveryRefused` for any other refusal of the rows."""
+    client_keepalives = {k: v for k, v in KEEPALIVES.items() if k != "options"}
+    with streamed_lines(leads) as lines:
+        try:
+            with db.connect(**client_keepalives) as conn, conn.transaction():
+                for name, value in SERVER_KEEPALIVES.items():  # a vanished driver frees its locks
+                    conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+                if not _lock_and_check(conn, schema, table_id, last):
+                    return 0
+                with conn.cursor() as cur:
+                    delivered = copy_lines(cur, lines, for_stage(leads).columns, schema, table)
+                if faults.armed("before_pg_commit"):
+                    log.warning(NOT_COMMITTED, delivered, schema, table)
+                    faults.die("before_pg_commit")
+                _record(conn, schema, table_id, first, last, run_id, delivered)
+        except errors.UniqueViolation:
+            raise
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise  # the server or the connection went away: no row to name
+            where = re.search(r"\bline (\d+)(?:, column (\w+))?", exc.diag.context or "")
+            at = f" at row {where.group(1)} of the COPY" if where else ""
+            at += f", column {where.group(2)}" if where and where.group(2) else ""
+            raise DeliveryRefused(
+                f"PostgreSQL refused the COPY into {schema}.{table}: {type(exc).__name__} "
+                f"(SQLSTATE {exc.sqlstate}){at}; nothing was committed"
+            ) from None
     return delivered
 
 
-NOT_COMMITTED = "deliver: PostgreSQL has taken %d row(s) of the COPY into %s.%s, none committed"
-
-
-def _copy_progress(db: DbTarget, backend: int) -> int:
-    """Rows PostgreSQL has taken so far from the COPY running in session ``backend``."""
-    with db.connect(autocommit=True) as conn:
-        row = conn.execute("SELECT tuples_processed FROM pg_stat_progress_copy WHERE pid = %s", (backend,)).fetchone()
-    return int(row[0]) if row else 0
+NOT_COMMITTED = "deliver: PostgreSQL holds %d row(s) of the COPY into %s.%s in an open transaction, none committed"
 
 
 def _stage_by_jdbc(leads: DataFrame, db: DbTarget, schema: str, stage: str, batch_size: int) -> None:

@@ -7,10 +7,11 @@ or the kernel's OOM killer strikes. The points, in the order a run passes them:
 ``after_read``       the snapshot is read, standardized and validated (in memory only)
 ``after_bronze``     bronze and quarantine are written, the MERGE is not
 ``after_merge``      a MERGE is committed to the leads table, nothing is delivered
-``during_copy``      rows are streaming into the leads table in the delivery transaction (the
-                     default ``delivery_method: direct``), nothing is committed
 ``during_staging``   rows are landing in the PostgreSQL staging table (``delivery_method: copy``
                      or ``jdbc``), nothing is published
+``before_pg_commit`` the default direct delivery's COPY is done: the leads are in PostgreSQL in
+                     the open delivery transaction, the ledger row is not written, nothing is
+                     committed
 ``after_pg_commit``  the delivery transaction is committed, the run is not finished
 ``before_archive``   delivered; the first file is about to be copied to the archive
 ``at_end``           everything is done, the summary is not printed
@@ -38,8 +39,8 @@ POINTS = (
     "after_read",
     "after_bronze",
     "after_merge",
-    "during_copy",
     "during_staging",
+    "before_pg_commit",
     "after_pg_commit",
     "before_archive",
     "at_end",
