@@ -71,7 +71,7 @@ from leadpipe.canonical import LEAD_SCHEMA
 from leadpipe.merge import change_feed, table_id_and_version
 from leadpipe.postgres import DbTarget
 from leadpipe.run_report import ensure_views
-from leadpipe.runs import KEEPALIVES, RUNS_TABLE, SERVER_KEEPALIVES, ensure_run_table
+from leadpipe.runs import RUNS_TABLE, ensure_run_table, keepalive_connect
 
 log = logging.getLogger(__name__)
 
@@ -271,13 +271,13 @@ def deliver(
             delivered = _deliver_direct(leads, db, schema, table, table_id, first, current, run_id)
         except errors.UniqueViolation as exc:
             log.warning(
-                "deliver: a lead of versions %d..%d is already in %s.%s (%s); nothing was committed: delivering "
-                "through a staging table instead (INSERT ... ON CONFLICT DO NOTHING)",
+                "deliver: a lead of versions %d..%d is already in %s.%s (constraint %s); nothing was committed: "
+                "delivering through a staging table instead (INSERT ... ON CONFLICT DO NOTHING)",
                 first,
                 current,
                 schema,
                 table,
-                _first_line(exc),
+                exc.diag.constraint_name,
             )
             method = "copy"
         else:
@@ -327,10 +327,6 @@ def deliver(
     return Delivery(delivered, (first, current))
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
-
-
 #: How Spark's ``to_csv`` writes a lead for PostgreSQL's CSV format: NULL as an unquoted empty
 #: field, an empty string as ``""``, quotes doubled, fields with a separator, quote or line break
 #: quoted, white space kept, dates ``yyyy-MM-dd``.
@@ -366,7 +362,8 @@ def streamed_lines(leads: DataFrame) -> Iterator[Iterator[str]]:
     conf = leads.sparkSession.conf
     key = "spark.sql.files.maxPartitionBytes"
     before = conf.get(key)
-    conf.set(key, str(min(DIRECT_SPLIT_BYTES, _bytes(before))))
+    current = leads.sparkSession._jsparkSession.sessionState().conf().filesMaxPartitionBytes()  # in bytes
+    conf.set(key, str(min(DIRECT_SPLIT_BYTES, int(current))))
     try:  # the splits are planned here, when the iterator is made
         rows = csv_lines(leads).toLocalIterator(prefetchPartitions=True)
     finally:
@@ -374,13 +371,6 @@ def streamed_lines(leads: DataFrame) -> Iterator[Iterator[str]]:
     with closing(rows):
         first = next(rows, None)
         yield itertools.chain([] if first is None else [first[0]], (r[0] for r in rows))
-
-
-def _bytes(size: str) -> int:
-    """Bytes of a Spark size setting (``134217728b``, ``128m``, ``1g``, ``1048576``)."""
-    text = size.strip().lower().removesuffix("b")
-    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(text[-1:], 1)
-    return int(text.rstrip("kmgt")) * scale
 
 
 def copy_lines(
@@ -434,12 +424,9 @@ def _deliver_direct(
     """The direct delivery's one transaction (see the module doc). Raises psycopg's
     ``UniqueViolation`` (nothing committed) when a lead_id is already in the table, and
     :class:`DeliveryRefused` for any other refusal of the rows."""
-    client_keepalives = {k: v for k, v in KEEPALIVES.items() if k != "options"}
     with streamed_lines(leads) as lines:
         try:
-            with db.connect(**client_keepalives) as conn, conn.transaction():
-                for name, value in SERVER_KEEPALIVES.items():  # a vanished driver frees its locks
-                    conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+            with keepalive_connect(db) as conn, conn.transaction():  # a vanished driver frees its locks
                 if not _lock_and_check(conn, schema, table_id, last):
                     return 0
                 with conn.cursor() as cur:
@@ -448,11 +435,9 @@ def _deliver_direct(
                     log.warning(NOT_COMMITTED, delivered, schema, table)
                     faults.die("before_pg_commit")
                 _record(conn, schema, table_id, first, last, run_id, delivered)
-        except errors.UniqueViolation:
-            raise
+        except (errors.UniqueViolation, psycopg.OperationalError):
+            raise  # a lead already there (the caller stages), or the server went away: no row to name
         except psycopg.DatabaseError as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                raise  # the server or the connection went away: no row to name
             where = re.search(r"\bline (\d+)(?:, column (\w+))?", exc.diag.context or "")
             at = f" at row {where.group(1)} of the COPY" if where else ""
             at += f", column {where.group(2)}" if where and where.group(2) else ""

@@ -37,16 +37,21 @@ log = logging.getLogger(__name__)
 RUNS_TABLE = "pipeline_runs"
 
 
-#: Client-side TCP keepalives (libpq) and a bound on any statement of the lock connection.
-KEEPALIVES = {
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-    "options": "-c statement_timeout=30000",
-}
-#: Server-side keepalives for the lock session: a vanished client is dropped, with its lock.
+#: Client-side TCP keepalives (libpq).
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+#: A bound on any statement of the lock connection.
+LOCK_OPTIONS = "-c statement_timeout=30000"
+#: Server-side keepalives: a vanished client is dropped, with its locks and open transaction.
 SERVER_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+
+
+def keepalive_connect(db: DbTarget, **kwargs):
+    """An autocommit connection with TCP keepalives on both ends (``KEEPALIVES``,
+    ``SERVER_KEEPALIVES``): either side drops a vanished peer within about a minute."""
+    conn = db.connect(autocommit=True, **KEEPALIVES, **kwargs)
+    for setting, value in SERVER_KEEPALIVES.items():
+        conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
+    return conn
 
 
 class RunLocked(RuntimeError):
@@ -101,10 +106,7 @@ class RunLock:
         self.backend_pid: int | None = None  # the server process holding the lock for this run
 
     def _connect(self):
-        conn = self.db.connect(autocommit=True, **KEEPALIVES)
-        for setting, value in SERVER_KEEPALIVES.items():
-            conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
-        return conn
+        return keepalive_connect(self.db, options=LOCK_OPTIONS)
 
     def acquire(self, run_id: str) -> None:
         self.conn = self._connect()
