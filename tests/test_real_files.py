@@ -120,6 +120,18 @@ def test_fill_rates_and_quality_report(canonical, sources, capsys):
         assert e["failed"] == sum(f["count"] for f in e["top_failures"]) or len(e["top_failures"]) == 5
 
 
+def test_the_quality_of_three_sources_at_once_is_each_source_alone(canonical, sources):
+    """The job reports every source of a snapshot in one aggregation (a source's slots are
+    another's: a CASE on the row's source picks its own field and column)."""
+    order = ["tx_hhs", "nv_dpbh", "ok_dhs"]  # the widest source first or not: order is the caller's
+    together = canonical[order[0]]
+    for sid in order[1:]:
+        together = together.unionByName(canonical[sid])
+    alone = [e for sid in order for e in field_quality(canonical[sid], [sources[sid]])]
+    assert field_quality(together, [sources[sid] for sid in order]) == alone
+    assert len({(e["source"], e["column"]) for e in alone}) == len(alone) > 40
+
+
 @pytest.mark.skipif(not STATEWIDE_CSV.exists(), reason="../shared/data is not beside this clone")
 def test_statewide_texas_raw_export(spark, sources, tmp_path):
     """13,363 real providers, every field quoted and inner quotes NOT escaped."""
