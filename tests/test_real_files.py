@@ -121,9 +121,9 @@ def test_fill_rates_and_quality_report(canonical, sources, capsys):
 
 
 def test_the_quality_of_three_sources_at_once_is_each_source_alone(canonical, sources):
-    """The job reports every source of a snapshot in one aggregation (a source's slots are
-    another's: a CASE on the row's source picks its own field and column)."""
-    order = ["tx_hhs", "nv_dpbh", "ok_dhs"]  # the widest source first or not: order is the caller's
+    """The job reports every source of a snapshot in one aggregation: each count is conditioned
+    on the row's source, and another source's shorter ``dq_present`` array is never indexed."""
+    order = ["tx_hhs", "nv_dpbh", "ok_dhs"]  # not the order of the configs: entries follow the caller's
     together = canonical[order[0]]
     for sid in order[1:]:
         together = together.unionByName(canonical[sid])

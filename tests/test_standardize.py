@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import random
+import re
 from datetime import date
 
 import chispa
@@ -14,6 +15,7 @@ from pyspark.sql import types as T
 
 from leadpipe.config import SourceConfig
 from leadpipe.standardize import (
+    NULL_SENTINELS,
     RULES,
     apply_rules,
     clean,
@@ -282,10 +284,6 @@ def test_text_trims_folds_and_nulls_sentinels(spark):
 def _cleaned_by_the_expressions(value: str | None) -> str | None:
     """What clean() means, applied to every value (clean itself skips the work where it can):
     blank runs and NULs folded, breaks kept as newline, ends trimmed of Java's \\s, sentinels NULL."""
-    import re
-
-    from leadpipe.standardize import NULL_SENTINELS
-
     if value is None:
         return None
     v = re.sub(r"[ \t\u00a0\x00]+", " ", value)

@@ -199,11 +199,14 @@ def clean(col: Column) -> Column:
     full = F.regexp_replace(full, r" ?(\r\n|\r|\n) ?", "\n")
     full = F.regexp_replace(full, r"^[\s]+|[\s]+$", "")
     trimmed = F.trim(c)  # spaces only (0x20), which is all an end can hold when the cell is not odd
+
+    def unless_sentinel(value: Column) -> Column:
+        return F.when(~F.upper(value).isin(*NULL_SENTINELS), value)
+
     return (
-        F.when(odd, F.when(~F.upper(full).isin(*NULL_SENTINELS), full))
-        .when(c.startswith(" ") | c.endswith(" "), F.when(~F.upper(trimmed).isin(*NULL_SENTINELS), trimmed))
-        .when(F.upper(c).isin(*NULL_SENTINELS), F.lit(None))
-        .otherwise(c)
+        F.when(odd, unless_sentinel(full))
+        .when(c.startswith(" ") | c.endswith(" "), unless_sentinel(trimmed))
+        .otherwise(unless_sentinel(c))
     )
 
 
