@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 from delta.tables import DeltaTable
+from psycopg import sql
 
 from leadpipe import faults
 from leadpipe.canonical import lead_id_for
@@ -337,3 +339,85 @@ def test_a_lead_already_in_postgres_sends_the_delivery_through_a_stage(spark, so
         stages = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'leads_stage_%'").fetchone()[0]
     assert ledger == [("a1", len(before)), ("b1", len(after - before))]
     assert stages == 0
+
+
+def _database_statement_timeout(db: DbTarget, value: str) -> None:
+    """What a DBA sets for every session of the database (a role's bound acts the same)."""
+    with db.connect(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
+                sql.Identifier(db.dbname), sql.Literal(value)
+            )
+        )
+
+
+def test_each_session_sets_the_statement_timeout_of_settings_and_the_lock_keeps_its_own(spark, db):
+    _database_statement_timeout(db, "150ms")
+    with db.connect() as conn:  # a target without one: the server's bound
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "150ms"
+    target = db.with_statement_timeout("0")
+    for bound, shown in ((target, "0"), (target.with_statement_timeout("30min"), "30min")):
+        with bound.connect() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone()[0] == shown
+    via_jdbc = spark.read.jdbc(  # Spark's JDBC writer and reader (pgJDBC) get the same session settings
+        target.jdbc_url,
+        "(SELECT current_setting('statement_timeout') AS bound) AS s",
+        properties=target.jdbc_properties(),
+    )
+    assert via_jdbc.first()["bound"] == "0"
+    lock = RunLock(target, "/wh/timeouts")
+    lock.acquire("r")
+    try:  # the lock's statements keep their own bound, whatever settings say
+        assert lock.conn.execute("SHOW statement_timeout").fetchone()[0] == "30s"
+    finally:
+        lock.release()
+    with pytest.raises(ValueError, match=r"statement_timeout '5 minutes': a PostgreSQL duration"):
+        db.with_statement_timeout("5 minutes")
+
+
+def test_a_database_statement_timeout_cancels_a_slow_delivery_only_when_settings_leave_it(
+    spark, sources, db, tmp_path, monkeypatch
+):
+    """A DBA's statement_timeout (300 ms on the database here) outlasted by the delivery's COPY
+    (its feed pauses for a second mid-COPY): with ``postgres.statement_timeout: null`` (the
+    server's bound) PostgreSQL cancels it, nothing is committed and the run's error says which
+    setting; with the default (0: none) the next run delivers every lead."""
+    from leadpipe import deliver as deliver_mod
+
+    original = deliver_mod.streamed_lines
+
+    @contextmanager
+    def paused(leads):
+        with original(leads) as lines:
+
+            def slow():
+                for i, line in enumerate(lines):
+                    if i == 1:  # the COPY has begun
+                        time.sleep(1.0)
+                    yield line
+
+            yield slow()
+
+    monkeypatch.setattr(deliver_mod, "streamed_lines", paused)
+    manifest = generate(tmp_path / "sample", weeks=1, providers=30, seed=4)
+    (week,) = manifest["weeks"]
+    _database_statement_timeout(db, "300ms")
+    settings = load_settings(ROOT / "conf")
+    assert settings.postgres.statement_timeout == "0"
+    servers = settings.model_copy(update={"postgres": settings.postgres.model_copy(update={"statement_timeout": None})})
+    wh = str(tmp_path / "wh")
+
+    cancelled = run_weekly(spark, sources, week["input"], wh, db, servers, run_id="servers", quality=False)
+    assert cancelled.state.status == "failed"
+    assert [o.status for o in cancelled.state.snapshots] == ["applied"] * 3  # the MERGEs stay
+    (error,) = cancelled.state.errors
+    assert "DeliveryCancelled" in error and "statement timeout" in error, error
+    assert "the server's statement_timeout: postgres.statement_timeout in settings.yaml" in error, error
+    assert pg_lead_ids(db) == set()
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM lead_deliveries").fetchone()[0] == 0
+
+    again = run_weekly(spark, sources, week["input"], wh, db, settings, run_id="default", quality=False)
+    assert again.ok, again.summary
+    new = {lead_id_for(sid, [k]) for sid, s in week["sources"].items() for k in s["keys"]}
+    assert again.summary["delivered"] == len(new) and pg_lead_ids(db) == new

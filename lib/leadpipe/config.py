@@ -327,6 +327,14 @@ class PostgresSettings(_Strict):
     retry_backoff_seconds: float = Field(2.0, ge=0, le=60)  # doubles after every failed attempt
     # Secrets Manager secret (name or ARN) holding the password, when PGPASSWORD is not set
     password_secret: str | None = None
+    # every session's statement_timeout (postgres.py): 0 = none, whatever the role or database
+    # sets; None (null) = the server's
+    statement_timeout: str | None = Field("0", pattern=r"^[0-9]+(us|ms|s|min|h|d)?$")
+
+    @field_validator("statement_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("url")
     @classmethod

@@ -253,9 +253,36 @@ def deliver(
     ``method``: ``direct`` (COPY into the leads table inside the delivery transaction; staged
     when a lead is already there), or how a staging table is filled: ``copy`` (PostgreSQL COPY
     from each partition) or ``jdbc`` (Spark's JDBC writer, batches of ``batch_size``); the
-    publish step of a stage is the same for both."""
+    publish step of a stage is the same for both. :class:`DeliveryCancelled` when PostgreSQL
+    cancels one of its statements (a ``statement_timeout``: see ``DbTarget.statement_timeout``)."""
     if method not in METHODS:
         raise ValueError(f"delivery method {method!r}: one of {sorted(METHODS)}")
+    try:
+        return _deliver(spark, leads_path, db, run_id, schema, table, batch_size, method)
+    except errors.QueryCanceled as exc:
+        bound = "the server's" if db.statement_timeout is None else repr(db.statement_timeout)
+        raise DeliveryCancelled(
+            f"PostgreSQL cancelled a statement of the delivery into {schema}.{table} "
+            f"({str(exc).strip().splitlines()[0]}); nothing was committed. This job's sessions use {bound} "
+            "statement_timeout: postgres.statement_timeout in settings.yaml (0: none)"
+        ) from None
+
+
+class DeliveryCancelled(RuntimeError):
+    """PostgreSQL cancelled a delivery statement (``statement_timeout``, or by hand): nothing was
+    committed; the next run delivers the same versions."""
+
+
+def _deliver(
+    spark: SparkSession,
+    leads_path: str,
+    db: DbTarget,
+    run_id: str,
+    schema: str,
+    table: str,
+    batch_size: int,
+    method: str,
+) -> Delivery:
     table_id, current = table_position(spark, leads_path)
     prefix = stage_prefix(table, table_id)
     with db.connect(autocommit=True) as conn:

@@ -181,6 +181,7 @@ def run_weekly(
         )
     if db is not None:
         db = db.with_retries(settings.postgres.connect_attempts, settings.postgres.retry_backoff_seconds)
+        db = db.with_statement_timeout(settings.postgres.statement_timeout)
     run = Run(
         spark=spark,
         sources=sources,

