@@ -16,6 +16,7 @@ import pytest
 import yaml
 from delta.tables import DeltaTable
 from psycopg import sql
+from pyspark.sql import functions as F
 
 from leadpipe import faults
 from leadpipe.canonical import lead_id_for
@@ -371,17 +372,19 @@ def test_each_session_sets_the_statement_timeout_of_settings_and_the_lock_keeps_
         assert lock.conn.execute("SHOW statement_timeout").fetchone()[0] == "30s"
     finally:
         lock.release()
-    with pytest.raises(ValueError, match=r"statement_timeout '5 minutes': a PostgreSQL duration"):
-        db.with_statement_timeout("5 minutes")
+    for bad in ("5 minutes", "25d", "500us"):  # 25 days is more than PostgreSQL takes; us rounds to none
+        with pytest.raises(ValueError, match=rf"statement_timeout '{bad}': a PostgreSQL duration"):
+            db.with_statement_timeout(bad)
 
 
 def test_a_database_statement_timeout_cancels_a_slow_delivery_only_when_settings_leave_it(
     spark, sources, db, tmp_path, monkeypatch
 ):
-    """A DBA's statement_timeout (300 ms on the database here) outlasted by the delivery's COPY
-    (its feed pauses for a second mid-COPY): with ``postgres.statement_timeout: null`` (the
-    server's bound) PostgreSQL cancels it, nothing is committed and the run's error says which
-    setting; with the default (0: none) the next run delivers every lead."""
+    """A DBA's statement_timeout (1 s on the database here) outlasted by the delivery's COPY
+    (its feed pauses for 3 s mid-COPY), or by a staging table's COPY in a Spark task: with
+    ``postgres.statement_timeout: null`` (the server's bound) PostgreSQL cancels it, nothing is
+    committed and the run's error says which setting; with the default (0: none) the next run
+    delivers every lead."""
     from leadpipe import deliver as deliver_mod
 
     original = deliver_mod.streamed_lines
@@ -393,7 +396,7 @@ def test_a_database_statement_timeout_cancels_a_slow_delivery_only_when_settings
             def slow():
                 for i, line in enumerate(lines):
                     if i == 1:  # the COPY has begun
-                        time.sleep(1.0)
+                        time.sleep(3.0)
                     yield line
 
             yield slow()
@@ -401,7 +404,7 @@ def test_a_database_statement_timeout_cancels_a_slow_delivery_only_when_settings
     monkeypatch.setattr(deliver_mod, "streamed_lines", paused)
     manifest = generate(tmp_path / "sample", weeks=1, providers=30, seed=4)
     (week,) = manifest["weeks"]
-    _database_statement_timeout(db, "300ms")
+    _database_statement_timeout(db, "1s")
     settings = load_settings(ROOT / "conf")
     assert settings.postgres.statement_timeout == "0"
     servers = settings.model_copy(update={"postgres": settings.postgres.model_copy(update={"statement_timeout": None})})
@@ -412,10 +415,28 @@ def test_a_database_statement_timeout_cancels_a_slow_delivery_only_when_settings
     assert [o.status for o in cancelled.state.snapshots] == ["applied"] * 3  # the MERGEs stay
     (error,) = cancelled.state.errors
     assert "DeliveryCancelled" in error and "statement timeout" in error, error
-    assert "the server's statement_timeout: postgres.statement_timeout in settings.yaml" in error, error
+    assert "(canceling statement due to statement timeout)" in error, error
+    assert "use the server's statement_timeout: postgres.statement_timeout in settings.yaml" in error, error
     assert pg_lead_ids(db) == set()
     with db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM lead_deliveries").fetchone()[0] == 0
+
+    # through a staging table: the COPY runs in a Spark task, which waits 3 s for its first row
+    def slow_first_row(value, _slept=[]):  # noqa: B006 (a list per task: it sleeps once per task)
+        if not _slept:
+            _slept.append(True)
+            time.sleep(3.0)
+        return value
+
+    slow, for_stage = F.udf(slow_first_row, "string"), deliver_mod.for_stage
+    monkeypatch.setattr(deliver_mod, "for_stage", lambda leads: for_stage(leads).withColumn("lead_id", slow("lead_id")))
+    staged = servers.model_copy(update={"delivery_method": "copy"})
+    in_task = run_weekly(spark, sources, week["input"], wh, db, staged, run_id="staged", quality=False)
+    assert in_task.state.status == "failed"
+    (error,) = in_task.state.errors
+    assert "DeliveryCancelled" in error and "(canceling statement due to statement timeout)" in error, error
+    assert pg_lead_ids(db) == set()
+    monkeypatch.setattr(deliver_mod, "for_stage", for_stage)
 
     again = run_weekly(spark, sources, week["input"], wh, db, settings, run_id="default", quality=False)
     assert again.ok, again.summary

@@ -139,7 +139,7 @@ def check_embedded_allowed(master: str) -> None:
 @contextlib.contextmanager
 def database(db_url: str | None, settings, master: str = "local[*]"):
     """The delivery target: the given URL, else (local runs only) an embedded server for the
-    duration of the run."""
+    duration of the run; with settings' retries and statement_timeout (``DbTarget.with_settings``)."""
     from leadpipe.postgres import DbTarget, EmbeddedPostgres
 
     if not db_url:
@@ -147,12 +147,13 @@ def database(db_url: str | None, settings, master: str = "local[*]"):
     if db_url:
         from leadpipe.aws import database_password
 
-        yield DbTarget.from_url(db_url, password=database_password(settings.postgres.password_secret))
+        target = DbTarget.from_url(db_url, password=database_password(settings.postgres.password_secret))
+        yield target.with_settings(settings.postgres)
         return
     server = EmbeddedPostgres(_local_path(settings.postgres.embedded_dir))
     target = server.start()
     try:
-        yield target
+        yield target.with_settings(settings.postgres)
     finally:
         server.stop()
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from leadpipe.aws import s3_location
 from leadpipe.canonical import BUSINESS_COLUMNS, FACILITY_TYPES
-from leadpipe.postgres import check_url
+from leadpipe.postgres import check_statement_timeout, check_url
 from leadpipe.standardize import RULES
 
 CONF_ENV = "LEADPIPE_CONF_DIR"
@@ -329,12 +329,13 @@ class PostgresSettings(_Strict):
     password_secret: str | None = None
     # every session's statement_timeout (postgres.py): 0 = none, whatever the role or database
     # sets; None (null) = the server's
-    statement_timeout: str | None = Field("0", pattern=r"^[0-9]+(us|ms|s|min|h|d)?$")
+    statement_timeout: str | None = "0"
 
     @field_validator("statement_timeout", mode="before")
     @classmethod
     def _duration(cls, value):
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        return value if value is None else check_statement_timeout(str(value))
 
     @field_validator("url")
     @classmethod

@@ -259,13 +259,25 @@ def deliver(
         raise ValueError(f"delivery method {method!r}: one of {sorted(METHODS)}")
     try:
         return _deliver(spark, leads_path, db, run_id, schema, table, batch_size, method)
-    except errors.QueryCanceled as exc:
-        bound = "the server's" if db.statement_timeout is None else repr(db.statement_timeout)
+    except Exception as exc:  # the driver's statements (psycopg) or a staging task's (Spark, JDBC)
+        cancelled = CANCELLED.search(str(exc))
+        if not isinstance(exc, errors.QueryCanceled) and not cancelled:
+            raise
+        bound = (
+            "the server's statement_timeout"
+            if db.statement_timeout is None
+            else (f"statement_timeout {db.statement_timeout}" + (" (none)" if db.statement_timeout == "0" else ""))
+        )
         raise DeliveryCancelled(
             f"PostgreSQL cancelled a statement of the delivery into {schema}.{table} "
-            f"({str(exc).strip().splitlines()[0]}); nothing was committed. This job's sessions use {bound} "
-            "statement_timeout: postgres.statement_timeout in settings.yaml (0: none)"
+            f"({cancelled.group(0) if cancelled else type(exc).__name__}); nothing was committed. This job's "
+            f"sessions use {bound}: postgres.statement_timeout in settings.yaml (0: none)"
         ) from None
+
+
+#: PostgreSQL's message for a cancelled statement (SQLSTATE 57014), as psycopg, pgJDBC and a
+#: Spark task's error carry it.
+CANCELLED = re.compile(r"canceling statement due to [a-z ]+")
 
 
 class DeliveryCancelled(RuntimeError):

