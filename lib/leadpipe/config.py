@@ -333,8 +333,7 @@ class PostgresSettings(_Strict):
 
     @field_validator("statement_timeout", mode="before")
     @classmethod
-    def _duration(cls, value):
-        value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    def _duration(cls, value):  # YAML's 0 is an int: checked as the text PostgreSQL would read
         return value if value is None else check_statement_timeout(str(value))
 
     @field_validator("url")
