@@ -82,7 +82,7 @@ def test_new_changed_unchanged_removed_and_back(spark, tmp_path):
 
     props = DeltaTable.forPath(spark, path).detail().first().properties
     assert props["delta.enableChangeDataFeed"] == "true"
-    assert props["delta.enableDeletionVectors"] == "true"
+    assert props["delta.enableDeletionVectors"] == "false"
 
 
 def test_a_snapshot_is_committed_once_with_its_record(spark, tmp_path):

@@ -40,6 +40,10 @@ WEEK1, WEEK2 = date(2023, 7, 7), date(2023, 7, 14)
 NEW_TX_KEY, NEW_TX_FACILITY = "9900001", "8800001"
 
 
+#: the old version wrote deletion vectors
+OLD_TABLE_PROPERTIES = {**TABLE_PROPERTIES, "delta.enableDeletionVectors": "true"}
+
+
 def without_new(schema: T.StructType) -> T.StructType:
     return T.StructType([f for f in schema.fields if f.name not in NEW_COLUMNS])
 
@@ -62,7 +66,7 @@ def build_old_warehouse(spark, sources, real_dir: Path, root: str) -> None:
         .addColumns(without_new(LEADS_TABLE_SCHEMA))
         .partitionedBy("source")
     )
-    for k, v in TABLE_PROPERTIES.items():
+    for k, v in OLD_TABLE_PROPERTIES.items():
         builder = builder.property(k, v)
     builder.execute()
     DeltaTable.createIfNotExists(spark).location(wh.bronze).addColumns(without_new(BRONZE_SCHEMA)).partitionedBy(
@@ -200,6 +204,9 @@ def test_an_old_warehouse_and_database_are_migrated_by_a_run(spark, sources, set
     leads = spark.read.format("delta").load(wh.leads)
     assert leads.columns == LEADS_TABLE_SCHEMA.fieldNames()
     assert dict(leads.dtypes)["extras"] == "map<string,string>"
+    props = DeltaTable.forPath(spark, wh.leads).detail().first().properties
+    assert OLD_TABLE_PROPERTIES != TABLE_PROPERTIES
+    assert {k: props.get(k) for k in TABLE_PROPERTIES} == TABLE_PROPERTIES
     s = run.summary["sources"]
     # Nevada and Oklahoma: nothing changed (no provider_id, no extras: the same hashes); Texas: the
     # rules changed (provider_id is mapped) and a column was added: restandardized, never changed

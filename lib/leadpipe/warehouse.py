@@ -18,7 +18,8 @@ also keeps the rows of held snapshots.
 Bronze rows carry ``extras`` besides ``raw``: the source columns the source's config does not
 list, as written (NULL when the file has none). A table made by an older version gains the
 columns this version writes before its next write (``add_missing_columns``: ``ALTER TABLE ...
-ADD COLUMNS``, NULL in the rows already there).
+ADD COLUMNS``, NULL in the rows already there), and the leads table the table properties this
+version sets (``set_table_properties``: ``ALTER TABLE ... SET TBLPROPERTIES``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,34 @@ def add_missing_columns(spark: SparkSession, path: str, schema: T.StructType) ->
         log.info("warehouse: %s: another writer added %s first", path, [f.name for f in todo])
         return []
     return [f.name for f in todo]
+
+
+def set_table_properties(spark: SparkSession, path: str, properties: dict[str, str]) -> dict[str, str]:
+    """Give the Delta table at ``path`` the ``properties`` whose value differs (or is absent), in one
+    ``ALTER TABLE ... SET TBLPROPERTIES`` commit. Returns those set, with their new values.
+    Idempotent: when another writer set them first (the ALTER fails), the table is read again and
+    nothing is left to set."""
+
+    def differing() -> dict[str, str]:
+        have = DeltaTable.forPath(spark, path).detail().first().properties
+        return {k: v for k, v in properties.items() if have.get(k) != v}
+
+    todo = differing()
+    if not todo:
+        return {}
+    pairs = ", ".join(f"{_literal(k)} = {_literal(v)}" for k, v in todo.items())
+    try:
+        spark.sql(f"ALTER TABLE delta.{_quote(path)} SET TBLPROPERTIES ({pairs})")
+    except Exception:
+        if differing():
+            raise
+        log.info("warehouse: %s: another writer set %s first", path, sorted(todo))
+        return {}
+    return todo
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _quote(name: str) -> str:
