@@ -31,6 +31,7 @@ RUNTIME = [
 
 DEV = [
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",
     "hypothesis==6.170.17",
     "cfn-lint==1.58.0",
     "statelint==3.1.0",
