@@ -22,7 +22,7 @@ from leadpipe.config import load_settings, load_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DIR = ROOT / "tests" / "data" / "exercise-2023-07-07"
-STATEWIDE_CSV = ROOT.parent / "shared" / "data" / "texas-statewide-2021-12" / "ChildCareSearchResults.csv"
+STATEWIDE_CSV = ROOT / "tests" / "data" / "texas-statewide-2021-12" / "ChildCareSearchResults.csv"
 
 # Every JVM of the suite (this session's Spark, and each job, reference, worker and killed
 # process a test starts, through the java launcher's JDK_JAVA_OPTIONS) uses the parallel

@@ -132,7 +132,6 @@ def test_the_quality_of_three_sources_at_once_is_each_source_alone(canonical, so
     assert len({(e["source"], e["column"]) for e in alone}) == len(alone) > 40
 
 
-@pytest.mark.skipif(not STATEWIDE_CSV.exists(), reason="../shared/data is not beside this clone")
 def test_statewide_texas_raw_export(spark, sources, tmp_path):
     """13,363 real providers, every field quoted and inner quotes NOT escaped."""
     link = tmp_path / "12-21-2021 Texas DHHS.csv"
