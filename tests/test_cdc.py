@@ -20,6 +20,7 @@ from leadpipe.merge import (
     transaction_versions,
     txn_version,
 )
+from leadpipe.warehouse import set_table_properties
 from tests.helpers import leads
 
 W1, W2, W3, W4 = date(2024, 1, 5), date(2024, 1, 12), date(2024, 1, 19), date(2024, 1, 26)
@@ -83,6 +84,19 @@ def test_new_changed_unchanged_removed_and_back(spark, tmp_path):
     props = DeltaTable.forPath(spark, path).detail().first().properties
     assert props["delta.enableChangeDataFeed"] == "true"
     assert props["delta.enableDeletionVectors"] == "false"
+
+
+def test_table_properties_are_set_in_one_commit_and_only_when_they_differ(spark, tmp_path):
+    path = str(tmp_path / "t")
+    spark.range(1).write.format("delta").option("delta.enableDeletionVectors", "true").save(path)
+    table = DeltaTable.forPath(spark, path)
+    wanted = {"delta.enableDeletionVectors": "false", "leadpipe.note": "it's a \\ test"}  # quoted as SQL text
+    assert set_table_properties(spark, path, wanted) == wanted
+    version = table.history(1).first().version
+    props = table.detail().first().properties
+    assert {k: props[k] for k in wanted} == wanted
+    assert set_table_properties(spark, path, wanted) == {}  # nothing differs: no commit
+    assert table.history(1).first().version == version
 
 
 def test_a_snapshot_is_committed_once_with_its_record(spark, tmp_path):

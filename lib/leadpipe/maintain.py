@@ -2,8 +2,9 @@
 
     leads-maintain --warehouse .local/warehouse [--retain-hours 168] [--no-vacuum]
 
-Weekly MERGEs add small files to ``leads``; bronze and quarantine gain files per snapshot. OPTIMIZE
-rewrites each table's small files into few large ones (a new version; readers and the change feed
+Weekly MERGEs add small files to ``leads`` (the inserts, and each file holding a changed lead is
+rewritten, so a big table's files shrink and multiply); bronze and quarantine gain files per
+snapshot. OPTIMIZE rewrites each table's small files into few large ones (a new version; readers and the change feed
 are unaffected). VACUUM then deletes files no version within ``--retain-hours`` reads. What was
 applied is unaffected: the MERGE commits' transaction ids and metadata live in the Delta log
 (kept 10 years, ``delta.logRetentionDuration``), which VACUUM never touches.

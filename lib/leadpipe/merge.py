@@ -14,14 +14,19 @@ The ``leads`` table holds one row per lead_id, ever. One MERGE per (source, snap
 
 The table is migrated in place: a column this version writes that the table lacks (a table made
 by an older version) is added, before the MERGE, by ``ALTER TABLE ... ADD COLUMNS`` in a commit of
-its own (no transaction id, no MERGE metadata; NULL in the existing rows), and a table property
-this version sets that differs (``TABLE_PROPERTIES``) is set the same way. Both are idempotent and
-safe to race: a second writer finds the columns and properties there.
+its own (no transaction id, no MERGE metadata; NULL in the existing rows), and a property the
+MERGE depends on that differs (``MIGRATED_PROPERTIES``: the change feed on, deletion vectors off)
+is set the same way; the log retention is only set when the table is made, so that an
+operator's longer one stays. Both are idempotent: a second writer finds them there.
 
 Deletion vectors are off: a MERGE rewrites the files holding the rows it changes instead of
 marking them deleted. Measured here (BENCHMARKS.md's machine), small weekly runs were about 25 %
 faster without them (8 runs of about 30 rows: 45-49 s against 59-64 s), and a 1M-row week was
-as fast or faster (a no-change week's MERGE 22.9 s against 39.5 s); readers skip no DV files.
+as fast or faster (a no-change week's MERGE 22.9 s against 39.5 s). On a table that an older
+version made with them, the deletion vectors already written stay and are honoured until their
+files are rewritten (by a MERGE that changes a row there, or by OPTIMIZE where they delete over
+5 % of a file's rows); ``REORG TABLE
+delta.`<path>` APPLY (PURGE)`` rewrites them all at once.
 
 The state of record travels in the same commit. Every MERGE commit carries
 
@@ -97,6 +102,9 @@ TABLE_PROPERTIES = {
     "delta.enableDeletionVectors": "false",  # see the module doc
     "delta.logRetentionDuration": LOG_RETENTION,
 }
+
+#: set on an existing table when they differ (module doc); the rest only when it is made
+MIGRATED_PROPERTIES = {k: TABLE_PROPERTIES[k] for k in ("delta.enableChangeDataFeed", "delta.enableDeletionVectors")}
 
 APP_ID_PREFIX = "leadpipe:"
 COUNT_KINDS = ("new", "changed", "returned", "restandardized", "removed", "unchanged")
@@ -179,7 +187,7 @@ def ensure_leads_table(spark: SparkSession, path: str) -> DeltaTable:
         added = add_missing_columns(spark, path, LEADS_TABLE_SCHEMA)
         if added:
             log.warning("merge: migrated %s: added column(s) %s", path, added)
-        changed = set_table_properties(spark, path, TABLE_PROPERTIES)
+        changed = set_table_properties(spark, path, MIGRATED_PROPERTIES)
         if changed:
             log.warning("merge: migrated %s: set table properties %s", path, changed)
         table = DeltaTable.forPath(spark, path)
