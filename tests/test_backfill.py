@@ -23,6 +23,7 @@ from leadpipe.maintain import maintain
 from leadpipe.merge import read_applied_state
 from leadpipe.pipeline import run_weekly
 from leadpipe.sample import generate
+from leadpipe.session import session_conf
 from leadpipe.warehouse import Warehouse
 from tests.helpers import pg_lead_ids, real_week
 
@@ -76,44 +77,51 @@ def test_half_a_year_in_one_resumed_run_equals_as_many_weekly_runs(spark, source
         stderr=subprocess.PIPE,
         text=True,
     )
-    spark.conf.set("spark.sql.files.maxRecordsPerFile", ROWS_PER_FILE)
     try:
-        wh = Warehouse(str(tmp_path / "backfill"))
-        merges = []
+        with session_conf(spark, {"spark.sql.files.maxRecordsPerFile": ROWS_PER_FILE}):
+            wh = Warehouse(str(tmp_path / "backfill"))
+            merges = []
 
-        def interrupt():
-            merges.append(1)
-            if len(merges) == STOP_AFTER:
-                raise RuntimeError(f"interrupted after MERGE {STOP_AFTER}")
+            def interrupt():
+                merges.append(1)
+                if len(merges) == STOP_AFTER:
+                    raise RuntimeError(f"interrupted after MERGE {STOP_AFTER}")
 
-        faults.on("after_merge", interrupt)
-        try:
-            first = run_weekly(spark, sources, str(everything), wh.root, db, settings, run_id="part1", quality=False)
-        finally:
-            faults.clear()
-        assert first.state.status == "failed"
-        assert read_applied_state(spark, wh.leads).latest["tx_hhs"].isoformat() == dates[STOP_AFTER - 1]
+            faults.on("after_merge", interrupt)
+            try:
+                first = run_weekly(
+                    spark, sources, str(everything), wh.root, db, settings, run_id="part1", quality=False
+                )
+            finally:
+                faults.clear()
+            assert first.state.status == "failed"
+            assert read_applied_state(spark, wh.leads).latest["tx_hhs"].isoformat() == dates[STOP_AFTER - 1]
 
-        caplog.clear()  # the interrupted run's lines are not the resumed run's
-        with caplog.at_level("INFO", logger="leadpipe.pipeline"):
-            second = run_weekly(spark, sources, str(everything), wh.root, db, settings, run_id="part2", quality=False)
-        assert second.ok, second.summary
-        assert [o.status for o in second.state.snapshots] == ["already_applied"] * STOP_AFTER + ["applied"] * (
-            WEEKS - STOP_AFTER
-        )
-        assert [o.snapshot_date.isoformat() for o in second.state.snapshots] == dates
-        ahead = f"read ahead: {WEEKS - STOP_AFTER} snapshot(s) of 1 source(s) read, standardized and tagged in one job"
-        assert any(m.startswith(ahead) for m in caplog.messages)  # only those not applied yet
-        progress = [m for m in caplog.messages if m.startswith("progress: ")]
-        assert len(progress) == WEEKS
-        assert progress[0].startswith(f"progress: snapshot 1/{WEEKS} ({dates[0]}): tx_hhs already_applied; 0 row(s)")
-        assert progress[-1].startswith(f"progress: snapshot {WEEKS}/{WEEKS} ({dates[-1]}): tx_hhs applied; ")
-        assert progress[-1].endswith("about 0 s left")
-        every_lead = {lead_id_for("tx_hhs", [k]) for w in manifest["weeks"] for k in w["sources"]["tx_hhs"]["keys"]}
-        assert pg_lead_ids(db) == every_lead  # each delivered once, over the two attempts
-        assert first.summary["delivered"] + second.summary["delivered"] == len(every_lead)
+            caplog.clear()  # the interrupted run's lines are not the resumed run's
+            with caplog.at_level("INFO", logger="leadpipe.pipeline"):
+                second = run_weekly(
+                    spark, sources, str(everything), wh.root, db, settings, run_id="part2", quality=False
+                )
+            assert second.ok, second.summary
+            assert [o.status for o in second.state.snapshots] == ["already_applied"] * STOP_AFTER + ["applied"] * (
+                WEEKS - STOP_AFTER
+            )
+            assert [o.snapshot_date.isoformat() for o in second.state.snapshots] == dates
+            ahead = (
+                f"read ahead: {WEEKS - STOP_AFTER} snapshot(s) of 1 source(s) read, standardized and tagged in one job"
+            )
+            assert any(m.startswith(ahead) for m in caplog.messages)  # only those not applied yet
+            progress = [m for m in caplog.messages if m.startswith("progress: ")]
+            assert len(progress) == WEEKS
+            assert progress[0].startswith(
+                f"progress: snapshot 1/{WEEKS} ({dates[0]}): tx_hhs already_applied; 0 row(s)"
+            )
+            assert progress[-1].startswith(f"progress: snapshot {WEEKS}/{WEEKS} ({dates[-1]}): tx_hhs applied; ")
+            assert progress[-1].endswith("about 0 s left")
+            every_lead = {lead_id_for("tx_hhs", [k]) for w in manifest["weeks"] for k in w["sources"]["tx_hhs"]["keys"]}
+            assert pg_lead_ids(db) == every_lead  # each delivered once, over the two attempts
+            assert first.summary["delivered"] + second.summary["delivered"] == len(every_lead)
     finally:
-        spark.conf.unset("spark.sql.files.maxRecordsPerFile")
         _out, err = reference.communicate(timeout=1800)
     assert reference.returncode == 0, err[-3000:]
     backfilled = _leads(spark, wh.leads)
