@@ -11,6 +11,7 @@ import sys
 from leadpipe.config import load_settings, load_sources
 from leadpipe.pipeline import run_weekly
 from leadpipe.session import build_session
+from tests.helpers import SMALL_DATA_CONF
 
 
 def main(argv: list[str]) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str]) -> int:
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.databricks.delta.snapshotPartitions": "1",
+            **SMALL_DATA_CONF,
         },
         log_level="ERROR",
     )

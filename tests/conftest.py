@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from leadpipe.config import load_settings, load_sources
+from tests.helpers import SMALL_DATA_CONF
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DIR = ROOT / "tests" / "data" / "exercise-2023-07-07"
@@ -90,6 +91,7 @@ def spark(tmp_path_factory):
             "spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={tmp}",
             "spark.databricks.delta.snapshotPartitions": "1",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+            **SMALL_DATA_CONF,
         },
     )
     session.sparkContext.setLogLevel("ERROR")

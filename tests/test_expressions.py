@@ -17,9 +17,15 @@ D1, D2 = date(2024, 1, 5), date(2024, 1, 12)
 
 def _generated_code(df) -> list[str]:
     """The Java source of every whole-stage-codegen subtree of ``df``'s physical plan (planned
-    without adaptive execution, whose plan is only final once it has run)."""
+    with whole-stage codegen, as the job plans, and without adaptive execution, whose plan is
+    only final once it has run)."""
     jvm = df.sparkSession.sparkContext._jvm
-    with session_conf(df.sparkSession, {"spark.sql.adaptive.enabled": "false"}):
+    conf = {  # the suite's session interprets (tests.helpers.SMALL_DATA_CONF); the job compiles
+        "spark.sql.adaptive.enabled": "false",
+        "spark.sql.codegen.wholeStage": "true",
+        "spark.sql.codegen.factoryMode": "FALLBACK",
+    }
+    with session_conf(df.sparkSession, conf):
         plan = df._jdf.queryExecution().executedPlan()
     seq = jvm.org.apache.spark.sql.execution.debug.package.codegenStringSeq(plan)
     return [seq.apply(i)._2() for i in range(seq.size())]

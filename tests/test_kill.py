@@ -28,7 +28,7 @@ from leadpipe.config import load_settings, load_sources
 from leadpipe.pipeline import run_weekly
 from leadpipe.postgres import DbTarget
 from leadpipe.sample import generate
-from tests.helpers import pg_lead_ids
+from tests.helpers import SMALL_DATA_CONF, pg_lead_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +102,7 @@ def world(spark, pg_server, tmp_path_factory) -> World:
             "spark.sql.shuffle.partitions": "2",
             "spark.ui.enabled": "false",
             "spark.databricks.delta.snapshotPartitions": "1",
+            **SMALL_DATA_CONF,
         }
     )
     settings["spark"].pop("spark.driver.memory", None)
