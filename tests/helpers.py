@@ -16,7 +16,7 @@ from leadpipe.canonical import BUSINESS_COLUMNS, CANONICAL_ROW_COLUMNS, LEAD_COL
 #: whole-stage codegen. A test's rows are a few dozen; generating and compiling Java for each
 #: plan costs more than running it (8 small weekly runs in one session: 56-57 s against 67 s
 #: compiled, the first, cold run 15.0-16.7 s against 18.4-19.7 s). Spark gives the same values
-#: either way; the job as shipped (test_job, test_cluster, test_package, test_s3 and the
+#: either way; the job as shipped (test_job's spark-submit run, test_s3, test_cluster and the
 #: benchmark start it with its own settings) compiles, and test_expressions checks its code.
 SMALL_DATA_CONF = {
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
