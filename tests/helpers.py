@@ -11,13 +11,14 @@ from pyspark.sql import functions as F
 
 from leadpipe.canonical import BUSINESS_COLUMNS, CANONICAL_ROW_COLUMNS, LEAD_COLUMNS, raw_hash, record_hash
 
-#: Spark settings for the suite's few-row runs (the test session, the backfill test's reference
-#: process, the killed runs): expressions are interpreted instead of compiled, with no
+#: Spark settings for the suite's few-row runs (the test session and the killed runs):
+#: expressions are interpreted instead of compiled, with no
 #: whole-stage codegen. A test's rows are a few dozen; generating and compiling Java for each
 #: plan costs more than running it (8 small weekly runs in one session: 56-57 s against 67 s
-#: compiled, the first, cold run 15.0-16.7 s against 18.4-19.7 s). Spark gives the same values
-#: either way; the job as shipped (test_job's spark-submit run, test_s3, test_cluster and the
-#: benchmark start it with its own settings) compiles, and test_expressions checks its code.
+#: compiled, the first, cold run 15.0-16.7 s against 18.4-19.7 s). Spark means both
+#: modes to give the same values; the backfill test's reference process compiles (as the job
+#: does) and its 26 weeks are compared lead by lead with the backfill run here, and test_s3 and
+#: test_cluster run the shipped job, compiled, on the real files.
 SMALL_DATA_CONF = {
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
     "spark.sql.codegen.wholeStage": "false",

@@ -266,7 +266,9 @@ def map_to_canonical(raw: DataFrame, cfg: SourceConfig, previous: DataFrame | No
     the business fields.
 
     ``previous``: the leads table's rows (any columns including ``lead_id``, ``raw_hash``,
-    ``rules_version``, the business columns and ``dq_issues``). A row whose lead has the same
+    ``rules_version``, the business columns and ``dq_issues``), at most one per ``lead_id`` (as
+    the MERGE keeps the table; a second stored copy with the same hash would double the raw row,
+    whose two copies the duplicate-key search then quarantines). A row whose lead has the same
     ``raw_hash`` there, made by the same ``rules_version``, is not standardized again: the rules
     would give exactly the stored values (same agency values, same rules), so they are taken from
     there, and the library-backed rules parse only new and changed values (a weekly file is ~98 %
