@@ -20,7 +20,9 @@ def _generated_code(df) -> list[str]:
     with whole-stage codegen, as the job plans, and without adaptive execution, whose plan is
     only final once it has run)."""
     jvm = df.sparkSession.sparkContext._jvm
-    conf = {  # the suite's session interprets (tests.helpers.SMALL_DATA_CONF); the job compiles
+    # the suite's session interprets (tests.helpers.SMALL_DATA_CONF) and NO_CODEGEN alone also
+    # keeps whole-stage codegen out of a plan: both are set back to the job's for this plan
+    conf = {
         "spark.sql.adaptive.enabled": "false",
         "spark.sql.codegen.wholeStage": "true",
         "spark.sql.codegen.factoryMode": "FALLBACK",
