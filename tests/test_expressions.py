@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from leadpipe.expressions import date_value
 from leadpipe.session import session_conf
 from tests.conftest import REAL_DIR
+from tests.helpers import COMPILED_CONF
 
 D1, D2 = date(2024, 1, 5), date(2024, 1, 12)
 
@@ -22,11 +23,7 @@ def _generated_code(df) -> list[str]:
     jvm = df.sparkSession.sparkContext._jvm
     # the suite's session interprets (tests.helpers.SMALL_DATA_CONF) and NO_CODEGEN alone also
     # keeps whole-stage codegen out of a plan: both are set back to the job's for this plan
-    conf = {
-        "spark.sql.adaptive.enabled": "false",
-        "spark.sql.codegen.wholeStage": "true",
-        "spark.sql.codegen.factoryMode": "FALLBACK",
-    }
+    conf = {"spark.sql.adaptive.enabled": "false", **COMPILED_CONF}
     with session_conf(df.sparkSession, conf):
         plan = df._jdf.queryExecution().executedPlan()
     seq = jvm.org.apache.spark.sql.execution.debug.package.codegenStringSeq(plan)
