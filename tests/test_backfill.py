@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # A year of weekly snapshots (`make bench BACKFILL=52x100000` times the same at 100,000 rows a week)
 WEEKS = 52
 STOP_AFTER = 26  # MERGEs before the first attempt is interrupted
+COMPILED_WEEKS = 2  # the reference's last weekly runs, planned and compiled as the job plans them
 # During the backfill, at most this many rows per Parquet file, as a big table's leads spread over
 # many files: a MERGE then rewrites only the files holding the leads it changes, and leaves many
 # small files for maintenance to compact (30 leads in one file would leave it nothing to do).
@@ -64,11 +65,7 @@ def _leads(spark, path: str) -> list[tuple]:
 def test_a_year_in_one_resumed_run_equals_as_many_weekly_runs(spark, sources, settings, db, tmp_path, caplog):
     everything, weekly, manifest = _year(tmp_path)
     dates = [w["snapshot_date"] for w in manifest["weeks"]]
-    # the backfill compiles its expressions, as the job does, and the reference below interprets
-    # them: the lead-by-lead comparison also checks that both modes give the same leads
-    compiled = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
-    classes = compiled.getCount()
-    with session_conf(spark, {**COMPILED_CONF, "spark.sql.files.maxRecordsPerFile": ROWS_PER_FILE}):
+    with session_conf(spark, {"spark.sql.files.maxRecordsPerFile": ROWS_PER_FILE}):
         wh = Warehouse(str(tmp_path / "backfill"))
         merges = []
 
@@ -103,14 +100,24 @@ def test_a_year_in_one_resumed_run_equals_as_many_weekly_runs(spark, sources, se
         every_lead = {lead_id_for("tx_hhs", [k]) for w in manifest["weeks"] for k in w["sources"]["tx_hhs"]["keys"]}
         assert pg_lead_ids(db) == every_lead  # each delivered once, over the two attempts
         assert first.summary["delivered"] + second.summary["delivered"] == len(every_lead)
-    assert compiled.getCount() > classes  # it did compile
 
     # the reference: the same weeks, each in its own weekly run, one at a time, in the suite's
-    # interpreting session (tests.helpers.SMALL_DATA_CONF)
+    # session (tests.helpers.SMALL_DATA_CONF: interpreted, no adaptive execution), but for the last
+    # COMPILED_WEEKS, planned as the job plans (COMPILED_CONF: compiled, adaptive): the leads they
+    # change and the stored standardization they reuse are compared with the backfill's, so the
+    # comparison also checks that both ways give the same leads
     reference_wh = tmp_path / "weekly"
+    compiled = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
     for i, folder in enumerate(weekly, start=1):
-        r = run_weekly(spark, sources, str(folder), str(reference_wh), None, settings, run_id=f"week{i}", quality=False)
+        conf = COMPILED_CONF if i > WEEKS - COMPILED_WEEKS else {}
+        classes = compiled.getCount()
+        with session_conf(spark, conf):
+            r = run_weekly(
+                spark, sources, str(folder), str(reference_wh), None, settings, run_id=f"week{i}", quality=False
+            )
         assert r.ok, (i, r.summary)
+        if conf:
+            assert compiled.getCount() > classes  # it did compile
     backfilled = _leads(spark, wh.leads)
     assert backfilled == _leads(spark, str(reference_wh / "leads"))
     assert sum(1 for r in backfilled if r[5]) == len(manifest["weeks"][-1]["sources"]["tx_hhs"]["keys"])

@@ -23,7 +23,7 @@ def _generated_code(df) -> list[str]:
     jvm = df.sparkSession.sparkContext._jvm
     # the suite's session interprets (tests.helpers.SMALL_DATA_CONF) and NO_CODEGEN alone also
     # keeps whole-stage codegen out of a plan: both are set back to the job's for this plan
-    conf = {"spark.sql.adaptive.enabled": "false", **COMPILED_CONF}
+    conf = {**COMPILED_CONF, "spark.sql.adaptive.enabled": "false"}
     with session_conf(df.sparkSession, conf):
         plan = df._jdf.queryExecution().executedPlan()
     seq = jvm.org.apache.spark.sql.execution.debug.package.codegenStringSeq(plan)
