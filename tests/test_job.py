@@ -16,7 +16,7 @@ from delta.tables import DeltaTable
 from leadpipe.canonical import lead_id_for
 from leadpipe.pipeline import run_weekly
 from leadpipe.sample import generate
-from tests.helpers import pg_lead_ids
+from tests.helpers import job_env, pg_lead_ids
 from tests.test_report_browser import open_page, visible_ids
 
 pytestmark = pytest.mark.integration
@@ -178,8 +178,7 @@ def test_the_three_real_files_twice(real_files_run, real_dir):
     assert len(pg_lead_ids(db)) == 248
 
     # the exact command a data engineer runs, through the venv's spark-submit
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PGPASSWORD": "unused-by-trust-auth"}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env = job_env(PGPASSWORD="unused-by-trust-auth")
     cmd = [
         "spark-submit",
         "jobs/weekly_leads.py",
@@ -205,8 +204,7 @@ def test_the_three_real_files_twice(real_files_run, real_dir):
 
 
 def test_cli_failure_exits_non_zero_with_a_json_last_line(tmp_path):
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env = job_env()
     url = "postgresql://nobody@127.0.0.1:1/none"  # nothing listens on port 1
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf)

@@ -9,7 +9,6 @@ around it use the test session's Spark.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -28,7 +27,7 @@ from leadpipe.config import load_settings, load_sources
 from leadpipe.pipeline import run_weekly
 from leadpipe.postgres import DbTarget
 from leadpipe.sample import generate
-from tests.helpers import SMALL_DATA_CONF, pg_lead_ids
+from tests.helpers import SMALL_DATA_CONF, job_env, pg_lead_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,8 +153,7 @@ def world(spark, pg_server, tmp_path_factory) -> World:
 
 def run_killed(conf: Path, k: Killed, extra: tuple[str, ...] = ()) -> None:
     """The job as its own process (and process group), SIGKILLed by itself at ``k.point``."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "LEADPIPE_FAULT": k.point}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env = job_env(LEADPIPE_FAULT=k.point)
     cmd = [
         sys.executable,
         "jobs/weekly_leads.py",

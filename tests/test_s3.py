@@ -8,10 +8,8 @@ s3://<bucket>/active/ --warehouse s3://<bucket>/warehouse/``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import yaml
 
 from leadpipe.pipeline import run_weekly
 from leadpipe.session import configure_s3, s3_conf
-from tests.helpers import pg_lead_ids
+from tests.helpers import job_env, pg_lead_ids
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,8 +59,7 @@ def test_the_three_real_files_from_s3(spark, sources, settings, db, s3_env, real
     settings_yaml["alerts"] = {"sns_topic_arn": topic}
     (conf / "settings.yaml").write_text(yaml.safe_dump(settings_yaml))
 
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "LEADPIPE_CONF_DIR": str(conf)}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env = job_env(LEADPIPE_CONF_DIR=str(conf))
     cmd = [
         "spark-submit",
         "jobs/weekly_leads.py",

@@ -4,7 +4,6 @@ changes, one writer at a time, PostgreSQL outages, and the hardening of what rea
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from leadpipe.pipeline import check_run_id, run_weekly
 from leadpipe.postgres import DatabaseUnreachable, DbTarget, EmbeddedPostgres
 from leadpipe.runs import LockLost, RunLock, RunLocked, lock_key
 from leadpipe.sample import generate
-from tests.helpers import pg_lead_ids, real_week
+from tests.helpers import job_env, pg_lead_ids, real_week
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,8 +142,7 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(spark, sources, settin
         with pytest.raises(RunLocked, match=r"another run holds the lock on warehouse"):
             run_weekly(spark, sources, manifest["weeks"][0]["input"], wh, db, settings, run_id="manual")
         # the job's command line: exit status 4 and a JSON summary saying so
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        env = job_env()
         url = f"postgresql://{db.user}@{db.host}:{db.port}/{db.dbname}"
         cmd = [sys.executable, "jobs/weekly_leads.py", "--input", manifest["weeks"][0]["input"], "--warehouse", wh]
         proc = subprocess.run(
@@ -214,7 +212,7 @@ def test_run_ids_are_validated_and_bad_usage_exits_2_with_a_summary(tmp_path):
     for bad in ("x'; DROP TABLE leads; --", "", "-leading-dash", "a" * 65, "has space"):
         with pytest.raises(ValueError, match="run id"):
             check_run_id(bad)
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env = job_env()
     for args in (
         ["--run-id", "x'; drop"],
         ["--run-id", ""],
