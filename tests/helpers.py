@@ -41,7 +41,8 @@ COMPILED_CONF = {
 
 
 def job_env(**extra: str) -> dict[str, str]:
-    """The environment for the job started as its own process (one run, then exit): this venv's
+    """The environment for the job started as its own process (one run, then exit), and for the
+    JVMs of test_cluster's standalone cluster (one job): this venv's
     python for Spark's workers and first on PATH (its spark-submit), and the JVM's JIT at its
     first tier only (``-XX:TieredStopAtLevel=1``). A process that makes one small run ends before
     the optimizing compiler's code would pay for its compile time: a cold one-source weekly run

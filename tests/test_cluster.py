@@ -27,7 +27,7 @@ import pyspark
 import pytest
 import yaml
 
-from tests.helpers import s3_client, upload_folder
+from tests.helpers import job_env, s3_client, upload_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +64,8 @@ def cluster(tmp_path_factory, aws_server):
     """A standalone master and WORKERS workers (1 core, 2 GiB each), stopped (process group
     killed) at the end; they inherit the S3 endpoint and credentials of moto's server."""
     base = tmp_path_factory.mktemp("standalone")
-    env = {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOCAL_IP": "127.0.0.1"}
-    env.update(PYSPARK_PYTHON=sys.executable, PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+    # every JVM of the cluster (master, workers, their executors, the driver) runs one job
+    env = job_env(SPARK_HOME=str(Path(pyspark.__file__).parent), SPARK_LOCAL_IP="127.0.0.1")
     env.pop("PYSPARK_GATEWAY_PORT", None)
     spark_class = str(Path(sys.executable).parent / "spark-class")
     port, ui_port = _free_port(), _free_port()
