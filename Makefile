@@ -37,7 +37,7 @@ $(JARS): bootstrap/pom.xml $(INSTALLED)
 	@touch $@
 
 # spark-defaults.conf of the venv's spark-submit: the jars, and settings.yaml 'spark_submit' (driver memory)
-$(SPARK_DEFAULTS): $(JARS) conf/settings.yaml
+$(SPARK_DEFAULTS): $(JARS) conf/settings.yaml lib/leadpipe/session.py lib/leadpipe/jit-directives.json
 	$(BIN)/python -m leadpipe.session
 	@touch $@
 

@@ -50,7 +50,7 @@ setup(
     python_requires=">=3.11,<3.12",
     package_dir={"": "lib"},
     packages=["leadpipe"],
-    package_data={"leadpipe": ["templates/*.j2", "conf/settings.yaml", "conf/sources/*.yaml"]},
+    package_data={"leadpipe": ["templates/*.j2", "jit-directives.json", "conf/settings.yaml", "conf/sources/*.yaml"]},
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
     entry_points={

@@ -88,11 +88,12 @@ def spark(tmp_path_factory):
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.sql.warehouse.dir": str(tmp / "warehouse"),
-            "spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={tmp}",
             "spark.databricks.delta.snapshotPartitions": "1",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
             **SMALL_DATA_CONF,
         },
+        # with the job's own JVM options after it (session.local_launch_conf)
+        launch_conf={"spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={tmp}"},
     )
     session.sparkContext.setLogLevel("ERROR")
     yield session

@@ -159,11 +159,15 @@ def test_launch_time_spark_settings_are_refused_where_they_would_be_ignored(tmp_
 
 
 def test_make_jars_writes_driver_memory_where_spark_submit_reads_it(tmp_path):
-    from leadpipe.session import spark_defaults
+    from leadpipe.session import jit_options, spark_defaults
 
     text = spark_defaults(["/j/delta-spark_2.13-4.2.0.jar"], load_settings().spark_submit)
     assert "spark.driver.memory 4g" in text.splitlines()
     assert "spark.jars /j/delta-spark_2.13-4.2.0.jar" in text.splitlines()
+    # a local driver runs the tasks: its JVM loads the JIT directives (session.jit_options)
+    assert f"spark.driver.extraJavaOptions {jit_options()}" in text.splitlines()
+    mine = spark_defaults([], {"spark.driver.extraJavaOptions": "-Dmine=1"})
+    assert f"spark.driver.extraJavaOptions -Dmine=1 {jit_options()}" in mine.splitlines()
 
 
 def test_a_driver_with_less_memory_than_settings_say_is_warned_about_and_more_is_not(spark, caplog):

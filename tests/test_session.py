@@ -40,3 +40,23 @@ def test_building_expressions_makes_half_the_jvm_calls_it_would_with_dataframe_d
     calls = _jvm_calls(spark, lambda: [F.upper(F.trim(F.col(f"c{i}"))) for i in range(20)])
     # col, trim, upper: 180 calls measured with debugging off, 380 with it on
     assert 0 < calls < 20 * 3 * 4, calls
+
+
+def test_the_driver_jvm_keeps_the_rules_projections_from_c2_with_directives_it_can_parse(spark):
+    """The session's driver JVM (started by build_session, as the job's is) was launched with the
+    JIT directives, and HotSpot parses the file: a file it cannot read stops a JVM from starting."""
+    import shutil
+    import subprocess
+
+    from leadpipe.session import JIT_DIRECTIVES, jit_options
+
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    launched = list(runtime.getInputArguments())
+    assert f"-XX:CompilerDirectivesFile={JIT_DIRECTIVES}" in launched
+    assert "-XX:+UnlockDiagnosticVMOptions" in launched
+    java = shutil.which("java")
+    done = subprocess.run([java, *jit_options().split(), "-version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "1 compiler directives added" in done.stderr  # on stderr: the job's stdout stays its own
+    assert "compiler directives" not in done.stdout
+    assert "GeneratedClass$SpecificUnsafeProjection" in JIT_DIRECTIVES.read_text()

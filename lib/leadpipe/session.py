@@ -51,6 +51,29 @@ BASE_CONF = {
     "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 
+#: HotSpot compiler directives for the job's driver JVM when it runs the tasks itself (local
+#: mode): the projections Spark generates for a source's rules (hundreds of expressions, classes
+#: named ``GeneratedClass$SpecificUnsafeProjection``) stay with the first-tier compiler (C1) and
+#: never go to C2. C2 spent about 100 CPU seconds of a 1M-row week compiling them, on a second
+#: core the tasks needed; C1's code for them is ready at once. See README "Performance".
+JIT_DIRECTIVES = Path(__file__).resolve().parent / "jit-directives.json"
+
+
+def jit_options() -> str:
+    """The driver JVM options that load :data:`JIT_DIRECTIVES` (HotSpot's message about them goes
+    to stderr, not to the job's stdout)."""
+    return f"-XX:+UnlockDiagnosticVMOptions -XX:CompilerDirectivesFile={JIT_DIRECTIVES} -XX:+DisplayVMOutputToStderr"
+
+
+def local_launch_conf(launch_conf: dict[str, str] | None) -> dict[str, str]:
+    """Settings' ``spark_submit`` for a driver started on this machine: with :func:`jit_options`
+    after any ``spark.driver.extraJavaOptions`` of the settings."""
+    conf = dict(launch_conf or {})
+    key = "spark.driver.extraJavaOptions"
+    conf[key] = f"{conf.get(key, '')} {jit_options()}".strip()
+    return conf
+
+
 REQUIRED_JARS = ("delta-spark_", "delta-storage-", "postgresql-", "hadoop-aws-")
 
 
@@ -115,8 +138,9 @@ def spark_defaults(jars: list[str], launch_conf: dict[str, str] | None = None) -
         f"spark.jars {','.join(jars)}",
         "# Spark's own log level from the start; the job logs one line per stage (conf/settings.yaml)",
         "spark.log.level WARN",
-        "# settings.yaml 'spark_submit': read when the driver JVM starts (a --conf or --driver-memory flag wins)",
-        *[f"{k} {v}" for k, v in sorted((launch_conf or {}).items())],
+        "# settings.yaml 'spark_submit' (read when the driver JVM starts; a --conf or --driver-memory flag wins),",
+        "# and the JIT directives for a local driver (session.jit_options)",
+        *[f"{k} {v}" for k, v in sorted(local_launch_conf(launch_conf).items())],
     ]
     return "\n".join(lines) + "\n"
 
@@ -142,7 +166,7 @@ def build_session(
     if existing is None and not _under_spark_submit():
         conf["spark.jars"] = ",".join(find_jars(jars_dir))
         conf.setdefault("spark.master", master or "local[*]")
-        conf.update(launch_conf or {})
+        conf.update(local_launch_conf(launch_conf))
     elif master:
         conf["spark.master"] = master
     conf["spark.log.level"] = log_level  # applied when the SparkContext starts
