@@ -38,6 +38,7 @@ def test_dist_holds_what_an_emr_node_needs(dist):
         assert f"leadpipe/conf/{rel}" in names
         assert zipfile.ZipFile(wheel).read(f"leadpipe/conf/{rel}") == (ROOT / "conf" / rel).read_bytes()
     assert "leadpipe/templates/weekly_report.html.j2" in names
+    assert "leadpipe/jit-directives.json" in names  # session.JIT_DIRECTIVES, for a local driver
     assert "leadpipe/pipeline.py" in names and not any(n.startswith(("tests/", "lib/")) for n in names)
     assert (dist / "wheels" / "leadpipe.zip").read_bytes() == wheel.read_bytes()  # --py-files' name for it
 
