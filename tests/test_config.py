@@ -165,9 +165,12 @@ def test_make_jars_writes_driver_memory_where_spark_submit_reads_it(tmp_path):
     assert "spark.driver.memory 4g" in text.splitlines()
     assert "spark.jars /j/delta-spark_2.13-4.2.0.jar" in text.splitlines()
     # a local driver runs the tasks: its JVM loads the JIT directives (session.jit_options)
-    assert f"spark.driver.extraJavaOptions {jit_options()}" in text.splitlines()
+    assert f"spark.driver.extraJavaOptions {jit_options()} -XX:+UseParallelGC" in text.splitlines()
     mine = spark_defaults([], {"spark.driver.extraJavaOptions": "-Dmine=1"})
-    assert f"spark.driver.extraJavaOptions -Dmine=1 {jit_options()}" in mine.splitlines()
+    assert f"spark.driver.extraJavaOptions -Dmine=1 {jit_options()} -XX:+UseParallelGC" in mine.splitlines()
+    # a collector the settings chose is kept: two would stop the JVM from starting
+    g1 = spark_defaults([], {"spark.driver.extraJavaOptions": "-XX:+UseG1GC"})
+    assert f"spark.driver.extraJavaOptions -XX:+UseG1GC {jit_options()}" in g1.splitlines()
 
 
 def test_a_driver_with_less_memory_than_settings_say_is_warned_about_and_more_is_not(spark, caplog):
