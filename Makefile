@@ -36,12 +36,13 @@ $(JARS): bootstrap/pom.xml $(INSTALLED)
 	mvn -q -B -f bootstrap/pom.xml dependency:copy-dependencies
 	@touch $@
 
-# spark-defaults.conf of the venv's spark-submit: the jars, and settings.yaml 'spark_submit' (driver memory)
+# spark-defaults.conf of the venv's spark-submit: the jars, settings.yaml 'spark_submit' (driver memory) and the
+# local driver's JVM options (JIT directives, copied beside it; the parallel collector): leadpipe.session
 $(SPARK_DEFAULTS): $(JARS) conf/settings.yaml lib/leadpipe/session.py lib/leadpipe/jit-directives.json
 	$(BIN)/python -m leadpipe.session
 	@touch $@
 
-jars: $(SPARK_DEFAULTS) ## fetch the JVM jars from Maven Central; write them and settings' spark_submit into spark-defaults.conf
+jars: $(SPARK_DEFAULTS) ## fetch the JVM jars from Maven Central; write them, settings' spark_submit and the local driver's JVM options into spark-defaults.conf
 
 sample: $(INSTALLED) ## generate two weekly sample snapshots in the three real layouts (.local/sample)
 	$(BIN)/leads-sample --out $(SAMPLE) --weeks 2 --providers 300

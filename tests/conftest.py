@@ -34,9 +34,11 @@ STATEWIDE_CSV = ROOT / "tests" / "data" / "texas-statewide-2021-12" / "ChildCare
 # process a test starts, through the java launcher's JDK_JAVA_OPTIONS) uses the parallel
 # collector: the suite's JVMs work on small data with 1.4-1.7 of the 2 cores busy, and G1's
 # concurrent threads cost CPU that the tests wait for (8 small weekly runs in one session: 82.5 s
-# of runs with it, 90.2 and 93.8 s with G1). The job itself keeps the JVM's default collector;
-# nothing a test checks depends on the collector. A collector already chosen there
-# (-XX:+Use...GC) is kept; other options there are kept too.
+# of runs with it, 90.2 and 93.8 s with G1). The job's local driver chooses it too
+# (session.local_launch_conf); nothing a test checks depends on the collector. A collector
+# already chosen there (-XX:+Use...GC) is kept, and other options there too; another collector
+# than the parallel one then conflicts with the one spark-defaults.conf names for spark-submit's
+# driver (`make jars`), unless settings.yaml chooses it as well.
 _JAVA_OPTIONS = os.environ.get("JDK_JAVA_OPTIONS", "")
 if not re.search(r"-XX:\+Use\w*GC\b", _JAVA_OPTIONS):
     os.environ["JDK_JAVA_OPTIONS"] = f"-XX:+UseParallelGC {_JAVA_OPTIONS}".strip()

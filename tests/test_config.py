@@ -171,6 +171,26 @@ def test_make_jars_writes_driver_memory_where_spark_submit_reads_it(tmp_path):
     # a collector the settings chose is kept: two would stop the JVM from starting
     g1 = spark_defaults([], {"spark.driver.extraJavaOptions": "-XX:+UseG1GC"})
     assert f"spark.driver.extraJavaOptions -XX:+UseG1GC {jit_options()}" in g1.splitlines()
+    g1 = spark_defaults([], {"spark.driver.defaultJavaOptions": "-XX:+UseZGC"})
+    assert f"spark.driver.extraJavaOptions {jit_options()}" in g1.splitlines()
+
+
+def test_a_local_driver_gets_no_second_collector_and_no_directives_file_that_is_not_there(tmp_path, caplog):
+    from leadpipe.session import JIT_DIRECTIVES, jit_options, local_launch_conf
+
+    key = "spark.driver.extraJavaOptions"
+    env = {"JDK_JAVA_OPTIONS": "-XX:+UseSerialGC -Xss4m"}
+    assert local_launch_conf({}, env=env)[key] == jit_options()
+    assert local_launch_conf({}, env={"JAVA_TOOL_OPTIONS": "-XX:+UseG1GC"})[key] == jit_options()
+    assert local_launch_conf({}, env={})[key] == f"{jit_options()} -XX:+UseParallelGC"
+    gone = tmp_path / "moved" / "jit-directives.json"
+    with caplog.at_level("WARNING", logger="leadpipe.session"):
+        assert local_launch_conf({}, directives=gone, env={})[key] == "-XX:+UseParallelGC"
+    assert f"no JIT directives at {gone}" in caplog.text
+    spaced = tmp_path / "a folder" / "jit-directives.json"
+    spaced.parent.mkdir()
+    spaced.write_bytes(JIT_DIRECTIVES.read_bytes())
+    assert f'-XX:CompilerDirectivesFile="{spaced}" ' in local_launch_conf({}, directives=spaced, env={})[key]
 
 
 def test_a_driver_with_less_memory_than_settings_say_is_warned_about_and_more_is_not(spark, caplog):

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -58,27 +59,48 @@ BASE_CONF = {
 #: never go to C2. C2 spent about 100 CPU seconds of a 1M-row week compiling them, on a second
 #: core the tasks needed; C1's code for them is ready at once. See README "Performance".
 JIT_DIRECTIVES = Path(__file__).resolve().parent / "jit-directives.json"
-#: A collector chosen in the settings' own driver options (then the job adds none).
+#: Where ``make jars`` copies them, beside the spark-defaults.conf that names them (that file
+#: outlives a checkout: it must not point into one).
+DEFAULTS_DIRECTIVES = "leadpipe-jit-directives.json"
+#: JVM options that choose a collector (two on one command line stop a JVM from starting).
 _GC_CHOSEN = re.compile(r"-XX:\+Use\w*GC\b")
+#: Environment variables whose options every JVM started here reads.
+JAVA_ENV_OPTIONS = ("JDK_JAVA_OPTIONS", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS")
 
 
-def jit_options() -> str:
-    """The driver JVM options that load :data:`JIT_DIRECTIVES` (HotSpot's message about them goes
-    to stderr, not to the job's stdout)."""
-    return f"-XX:+UnlockDiagnosticVMOptions -XX:CompilerDirectivesFile={JIT_DIRECTIVES} -XX:+DisplayVMOutputToStderr"
+def jit_options(directives: Path = JIT_DIRECTIVES) -> str:
+    """The driver JVM options that load ``directives`` (HotSpot's message about them goes to
+    stderr, not to the job's stdout). A path with a space is quoted, as Spark's launcher reads
+    ``extraJavaOptions``."""
+    path = f'"{directives}"' if re.search(r"\s", str(directives)) else str(directives)
+    return f"-XX:+UnlockDiagnosticVMOptions -XX:CompilerDirectivesFile={path} -XX:+DisplayVMOutputToStderr"
 
 
-def local_launch_conf(launch_conf: dict[str, str] | None) -> dict[str, str]:
+def local_launch_conf(
+    launch_conf: dict[str, str] | None,
+    directives: Path | None = JIT_DIRECTIVES,
+    env: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Settings' ``spark_submit`` for a driver started on this machine, whose JVM runs the tasks:
-    after any ``spark.driver.extraJavaOptions`` of the settings, :func:`jit_options` and the
+    after any ``spark.driver.extraJavaOptions`` of the settings, :func:`jit_options` (left out,
+    with a warning, when ``directives`` is not a file: a JVM refuses to start without it) and the
     parallel collector (a batch job's: no concurrent marking threads taking the cores; the cold
     1M-row week 1 took 123.6/124.5 s with it against 133.5/131.4 s with G1, the JVM's default),
-    unless those options choose a collector themselves."""
+    unless the driver options or ``env``'s Java option variables (:data:`JAVA_ENV_OPTIONS`;
+    default: this process's environment) choose a collector already."""
     conf = dict(launch_conf or {})
+    env = os.environ if env is None else env
     key = "spark.driver.extraJavaOptions"
     mine = conf.get(key, "")
-    gc = "" if _GC_CHOSEN.search(mine) else " -XX:+UseParallelGC"
-    conf[key] = f"{mine} {jit_options()}{gc}".strip()
+    chosen = [mine, conf.get("spark.driver.defaultJavaOptions", ""), *(env.get(v, "") for v in JAVA_ENV_OPTIONS)]
+    added = []
+    if directives is not None and directives.is_file():
+        added.append(jit_options(directives))
+    else:
+        log.warning("spark: no JIT directives at %s: the driver JVM starts without them", directives)
+    if not any(_GC_CHOSEN.search(o) for o in chosen):
+        added.append("-XX:+UseParallelGC")
+    conf[key] = " ".join([mine, *added]).strip()
     return conf
 
 
@@ -138,9 +160,14 @@ def find_jars(jars_dir: str | Path | None = None) -> list[str]:
     raise JarsMissing(f"no jars found in {[str(c) for c in candidates if c]}; run `make jars`")
 
 
-def spark_defaults(jars: list[str], launch_conf: dict[str, str] | None = None) -> str:
+def spark_defaults(
+    jars: list[str], launch_conf: dict[str, str] | None = None, directives: Path | None = JIT_DIRECTIVES
+) -> str:
     """spark-defaults.conf text that puts ``jars`` on spark-submit's driver and executors and
-    sets what Spark reads only at launch (``spark_submit`` in settings: driver memory)."""
+    sets what Spark reads only at launch: ``spark_submit`` in settings (driver memory), then the
+    local driver's JVM options (:func:`local_launch_conf` with ``directives``; a collector chosen
+    in the Java option variables when spark-submit runs is not known here: choose it in the
+    settings' ``spark.driver.extraJavaOptions`` instead)."""
     lines = [
         "# written by `make jars`: the leads job's JVM jars (bootstrap/pom.xml)",
         f"spark.jars {','.join(jars)}",
@@ -148,7 +175,7 @@ def spark_defaults(jars: list[str], launch_conf: dict[str, str] | None = None) -
         "spark.log.level WARN",
         "# settings.yaml 'spark_submit' (read when the driver JVM starts; a --conf or --driver-memory flag wins),",
         "# and the JIT directives for a local driver (session.jit_options)",
-        *[f"{k} {v}" for k, v in sorted(local_launch_conf(launch_conf).items())],
+        *[f"{k} {v}" for k, v in sorted(local_launch_conf(launch_conf, directives, env={}).items())],
     ]
     return "\n".join(lines) + "\n"
 
@@ -241,13 +268,16 @@ def _check_delta(spark: SparkSession) -> None:
 def write_spark_defaults(jars_dir: str | Path | None = None, launch_conf: dict[str, str] | None = None) -> Path:
     """Write the venv's ``pyspark/conf/spark-defaults.conf`` so that the venv's spark-submit
     puts the jars on the driver's class path and starts the driver with the settings'
-    ``spark_submit`` (called by ``make jars``)."""
+    ``spark_submit`` and the local driver's JVM options, whose JIT directives are copied beside
+    it (called by ``make jars``)."""
     import pyspark
 
     conf_dir = Path(pyspark.__file__).resolve().parent / "conf"
     conf_dir.mkdir(exist_ok=True)
     target = conf_dir / "spark-defaults.conf"
-    target.write_text(spark_defaults(find_jars(jars_dir), launch_conf))
+    directives = conf_dir / DEFAULTS_DIRECTIVES
+    shutil.copyfile(JIT_DIRECTIVES, directives)
+    target.write_text(spark_defaults(find_jars(jars_dir), launch_conf, directives))
     return target
 
 
