@@ -13,7 +13,6 @@ a session fixture that costs minutes (the real files' run, the package) run in t
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from leadpipe.config import load_settings, load_sources
+from leadpipe.session import GC_CHOSEN
 from tests.helpers import SMALL_DATA_CONF
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ STATEWIDE_CSV = ROOT / "tests" / "data" / "texas-statewide-2021-12" / "ChildCare
 # than the parallel one then conflicts with the one spark-defaults.conf names for spark-submit's
 # driver (`make jars`), unless settings.yaml chooses it as well.
 _JAVA_OPTIONS = os.environ.get("JDK_JAVA_OPTIONS", "")
-if not re.search(r"-XX:\+Use\w*GC\b", _JAVA_OPTIONS):
+if not GC_CHOSEN.search(_JAVA_OPTIONS):
     os.environ["JDK_JAVA_OPTIONS"] = f"-XX:+UseParallelGC {_JAVA_OPTIONS}".strip()
 
 

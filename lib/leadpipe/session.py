@@ -63,7 +63,7 @@ JIT_DIRECTIVES = Path(__file__).resolve().parent / "jit-directives.json"
 #: outlives a checkout: it must not point into one).
 DEFAULTS_DIRECTIVES = "leadpipe-jit-directives.json"
 #: JVM options that choose a collector (two on one command line stop a JVM from starting).
-_GC_CHOSEN = re.compile(r"-XX:\+Use\w*GC\b")
+GC_CHOSEN = re.compile(r"-XX:\+Use\w*GC\b")
 #: Environment variables whose options every JVM started here reads.
 JAVA_ENV_OPTIONS = ("JDK_JAVA_OPTIONS", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS")
 
@@ -78,7 +78,7 @@ def jit_options(directives: Path = JIT_DIRECTIVES) -> str:
 
 def local_launch_conf(
     launch_conf: dict[str, str] | None,
-    directives: Path | None = JIT_DIRECTIVES,
+    directives: Path = JIT_DIRECTIVES,
     env: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Settings' ``spark_submit`` for a driver started on this machine, whose JVM runs the tasks:
@@ -94,11 +94,11 @@ def local_launch_conf(
     mine = conf.get(key, "")
     chosen = [mine, conf.get("spark.driver.defaultJavaOptions", ""), *(env.get(v, "") for v in JAVA_ENV_OPTIONS)]
     added = []
-    if directives is not None and directives.is_file():
+    if directives.is_file():
         added.append(jit_options(directives))
     else:
         log.warning("spark: no JIT directives at %s: the driver JVM starts without them", directives)
-    if not any(_GC_CHOSEN.search(o) for o in chosen):
+    if not any(GC_CHOSEN.search(o) for o in chosen):
         added.append("-XX:+UseParallelGC")
     conf[key] = " ".join([mine, *added]).strip()
     return conf
@@ -161,7 +161,7 @@ def find_jars(jars_dir: str | Path | None = None) -> list[str]:
 
 
 def spark_defaults(
-    jars: list[str], launch_conf: dict[str, str] | None = None, directives: Path | None = JIT_DIRECTIVES
+    jars: list[str], launch_conf: dict[str, str] | None = None, directives: Path = JIT_DIRECTIVES
 ) -> str:
     """spark-defaults.conf text that puts ``jars`` on spark-submit's driver and executors and
     sets what Spark reads only at launch: ``spark_submit`` in settings (driver memory), then the
