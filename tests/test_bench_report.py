@@ -159,3 +159,27 @@ def test_growth_between_sizes_is_judged_only_when_both_were_measured_at_one_comm
     assert (mixed.measured, mixed.met, mixed.applies) == (2.0, None, False)
     assert mixed.note == "not judged: measured at different commits (def5678 on 2026-12-06, abc1234 on 2026-12-03)"
     assert "| 10,000 / 1,000 | week 1 wall ratio" in render_markdown({"sizes": {"1000": small, "10000": big}})
+
+
+def test_the_commit_measured_is_dirty_for_changed_code_but_not_for_the_harness_output(tmp_path, monkeypatch):
+    import subprocess
+
+    from leadpipe import bench
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    (tmp_path / "job.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "first")
+    head = git("rev-parse", "--short", "HEAD")
+    monkeypatch.setattr(bench, "PROJECT_DIR", tmp_path)
+    assert bench.code_commit() == head
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\nrewritten by the harness\n")
+    (tmp_path / "scratch.txt").write_text("untracked\n")
+    assert bench.code_commit() == head
+    (tmp_path / "job.py").write_text("x = 2\n")
+    assert bench.code_commit() == f"{head}-dirty"

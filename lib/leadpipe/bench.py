@@ -459,14 +459,26 @@ def machine_info() -> dict[str, Any]:
 
 
 def code_commit() -> str | None:
-    """The code being measured: ``git describe --always --dirty`` of the project (None outside git)."""
+    """The code being measured: the short commit, ``-dirty`` when a tracked file other than
+    BENCHMARKS.md (this harness's own output, rewritten after every size) differs from it
+    (None outside git)."""
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=30
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=30
+        )
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)BENCHMARKS.md"],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = head.stdout.strip()
+    if head.returncode or not commit:
+        return None
+    return commit + ("-dirty" if changed.returncode or changed.stdout.strip() else "")
 
 
 def _source_of(file_name: str, sources: dict) -> str | None:
