@@ -166,19 +166,29 @@ def read_new_leads(
         )
         for i, cols in enumerate(CONTACT_FIELDS.values())
     ]
+    # Two levels: PostgreSQL runs an aggregate with grouping sets on one core only, so the run's
+    # rows are first counted per (source, state, facility type), an aggregate it scans in
+    # parallel, and the grouping sets roll those few groups up.
     query = sql.SQL(
-        "SELECT GROUPING(source_key) = 0, source_key, state_key, type_key, count(*),"
+        "SELECT GROUPING(source_key) = 0, source_key, state_key, type_key, sum(n)::bigint,"
         # the authority of the source's first lead in the CSV's order (source, lead_id)
-        " (min(ARRAY[source, lead_id, authority]) FILTER (WHERE source_text IS NOT NULL AND authority IS NOT NULL))[3],"
-        " {filled}"
-        " FROM (SELECT source, lead_id, {source} AS source_text, {authority} AS authority,"
-        "  coalesce({source}, {unknown}) AS source_key, coalesce({state}, {unknown}) AS state_key,"
-        "  coalesce({facility_type}, {unknown}) AS type_key, {contact}"
-        "  FROM {leads} WHERE run_id = %s) AS run"
+        " (min(first_authority))[3], {rolled}"
+        " FROM (SELECT source_key, state_key, type_key, count(*) AS n,"
+        "  min(ARRAY[source, lead_id, authority]) FILTER (WHERE source_text IS NOT NULL AND authority IS NOT NULL)"
+        "  AS first_authority, {filled}"
+        "  FROM (SELECT source, lead_id, {source} AS source_text, {authority} AS authority,"
+        "   coalesce({source}, {unknown}) AS source_key, coalesce({state}, {unknown}) AS state_key,"
+        "   coalesce({facility_type}, {unknown}) AS type_key, {contact}"
+        "   FROM {leads} WHERE run_id = %s) AS run"
+        "  GROUP BY source_key, state_key, type_key) AS per_group"
         " GROUP BY GROUPING SETS ((source_key), (state_key, type_key))"
     ).format(
         filled=sql.SQL(", ").join(
-            sql.SQL("count(*) FILTER (WHERE {})").format(sql.Identifier(f"filled_{i}")) for i in range(len(contact))
+            sql.SQL("count(*) FILTER (WHERE {}) AS {}").format(sql.Identifier(f"filled_{i}"), sql.Identifier(f"n_{i}"))
+            for i in range(len(contact))
+        ),
+        rolled=sql.SQL(", ").join(
+            sql.SQL("sum({})::bigint").format(sql.Identifier(f"n_{i}")) for i in range(len(contact))
         ),
         source=present["source"],
         authority=present["licensing_authority"],
