@@ -174,7 +174,17 @@ def test_the_commit_measured_is_dirty_for_changed_code_but_not_for_the_harness_o
     (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
     (tmp_path / "job.py").write_text("x = 1\n")
     git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "first")
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.invalid",
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "-qm",
+        "first",
+    )
     head = git("rev-parse", "--short", "HEAD")
     monkeypatch.setattr(bench, "PROJECT_DIR", tmp_path)
     assert bench.code_commit() == head

@@ -200,7 +200,7 @@ class SizeResult:
     baselines_skipped: bool = False
     runs_left_out: list[str] = field(default_factory=list)  # job runs left out by --runs
     failures: list[str] = field(default_factory=list)
-    commit: str | None = None  # the code measured: git describe --always --dirty
+    commit: str | None = None  # the code measured: code_commit()
 
 
 @dataclass
@@ -467,7 +467,7 @@ def code_commit() -> str | None:
             ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=30
         )
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)BENCHMARKS.md"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(exclude)BENCHMARKS.md"],
             cwd=PROJECT_DIR,
             capture_output=True,
             text=True,
