@@ -45,6 +45,7 @@ def test_building_expressions_makes_half_the_jvm_calls_it_would_with_dataframe_d
 def test_the_driver_jvm_keeps_the_rules_projections_from_c2_with_directives_it_can_parse(spark):
     """The session's driver JVM (started by build_session, as the job's is) was launched with the
     JIT directives, and HotSpot parses the file: a file it cannot read stops a JVM from starting."""
+    import shlex
     import subprocess
     from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_the_driver_jvm_keeps_the_rules_projections_from_c2_with_directives_it_c
     assert f"-XX:CompilerDirectivesFile={JIT_DIRECTIVES}" in launched
     assert "-XX:+UnlockDiagnosticVMOptions" in launched
     java = Path(spark.sparkContext._jvm.java.lang.System.getProperty("java.home")) / "bin" / "java"  # Spark's
-    done = subprocess.run([java, *jit_options().split(), "-version"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([java, *shlex.split(jit_options()), "-version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "1 compiler directives added" in done.stderr  # on stderr: the job's stdout stays its own
     assert "compiler directives" not in done.stdout

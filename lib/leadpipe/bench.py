@@ -459,26 +459,11 @@ def machine_info() -> dict[str, Any]:
 
 
 def code_commit() -> str | None:
-    """The code being measured: the short commit, ``-dirty`` when a tracked file other than
-    BENCHMARKS.md (this harness's own output, rewritten after every size) differs from it
-    (None outside git)."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=30
-        )
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(exclude)BENCHMARKS.md"],
-            cwd=PROJECT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = head.stdout.strip()
-    if head.returncode or not commit:
-        return None
-    return commit + ("-dirty" if changed.returncode or changed.stdout.strip() else "")
+    """The code being measured (:func:`leadpipe.package.git_commit`): BENCHMARKS.md, this
+    harness's own output, rewritten after every size, does not make it ``-dirty``."""
+    from leadpipe.package import git_commit
+
+    return git_commit(PROJECT_DIR, ignoring=("BENCHMARKS.md",))
 
 
 def _source_of(file_name: str, sources: dict) -> str | None:

@@ -137,7 +137,7 @@ def build(project: Path, dist: Path, conf_dir: str | None = None, mvn: str = "mv
     files = sorted(p for p in dist.rglob("*") if p.is_file())
     manifest = {
         "version": metadata.version("leadpipe"),
-        "commit": _commit(project),
+        "commit": git_commit(project),
         "files": {str(p.relative_to(dist)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files},
     }
     (dist / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -149,14 +149,27 @@ def _is_dist(folder: Path) -> bool:
     return (folder / "MANIFEST.json").is_file() or (folder / BUILDING).is_file() or not any(folder.iterdir())
 
 
-def _commit(project: Path) -> str | None:
+def git_commit(project: Path, ignoring: tuple[str, ...] = ()) -> str | None:
+    """The code in ``project``: its short commit, ``-dirty`` when a tracked file other than
+    ``ignoring`` (paths from the repository's top) differs from it; None outside git."""
+    excluded = [f":(top,exclude){path}" for path in ignoring]
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=project, capture_output=True, text=True, timeout=30
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True, text=True, timeout=30
         )
-    except OSError:
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *excluded],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = head.stdout.strip()
+    if head.returncode or not commit:
+        return None
+    return commit + ("-dirty" if changed.returncode or changed.stdout.strip() else "")
 
 
 def deploy(dist: Path, deploy_uri: str, dry_run: bool = False) -> list[dict[str, Any]]:

@@ -9,9 +9,9 @@ them), with a relative link to the previous run's report; the path is recorded i
 
 However many leads a run delivered, ``publish`` holds at most ``REPORT_TABLE_ROWS`` of them in
 memory (its ``table_rows``): PostgreSQL computes the page's counts, crosstab, fill rates and
-authorities (``read_new_leads``: one scan of the run's rows, grouped by source, state and facility type, then
-rolled up with grouping sets), the page's table holds the
-first ``REPORT_TABLE_ROWS`` leads by lower-cased company then lead_id, and the CSV is streamed
+authorities (``read_new_leads``: one scan of the run's rows, grouped by source, state and
+facility type, then rolled up with grouping sets), the page's table holds the first
+``REPORT_TABLE_ROWS`` leads by lower-cased company then lead_id, and the CSV is streamed
 row by row from ``COPY ... TO STDOUT`` into the file (``copy_csv``). All of it is read in one
 REPEATABLE READ snapshot, so the page's counts and the CSV's rows agree.
 
